@@ -1,0 +1,5 @@
+"""``python -m subnetscope``."""
+
+from .cli import main
+
+main()

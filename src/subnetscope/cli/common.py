@@ -1,0 +1,61 @@
+"""Options and output helpers shared by the commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_tolerances(value: str) -> list[float]:
+    """``"1e-8,1e-5"`` → ``[1e-8, 1e-5]`` with a clear error."""
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not a number (use e.g. 1e-8,1e-5)") from None
+    if not out:
+        raise click.BadParameter("give at least one tolerance")
+    return out
+
+
+def format_option(f: F) -> F:
+    """``--format human|json``."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(["human", "json"]), default="human", show_default=True,
+        help="human: tables on stdout; json: the versioned JSON report on stdout.",
+    )(f)  # fmt: skip
+
+
+def jobs_option(f: F) -> F:
+    """``-j/--jobs N``."""
+    return click.option(
+        "-j", "--jobs", type=click.IntRange(1, 256), default=None,
+        help="Worker threads (default: CPUs, at most 8). Results do not depend on it.",
+    )(f)  # fmt: skip
+
+
+def emit_json(obj: Any) -> None:
+    """Write JSON to stdout."""
+    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+
+
+def write_json_file(path: str, obj: Any) -> None:
+    """Write JSON atomically."""
+    from ..io.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+
+
+def log(msg: str) -> None:
+    """A line on stderr."""
+    click.echo(msg, err=True)

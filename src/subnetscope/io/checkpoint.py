@@ -1,0 +1,172 @@
+"""A checkpoint as a name → :class:`TensorInfo` index, built from headers only.
+
+Accepted layouts: a directory with ``model.safetensors.index.json`` (sharded), a directory with one or more
+``*.safetensors`` files and no index, or a single ``.safetensors`` file. Legacy ``pytorch_model.bin``
+checkpoints are handled by :mod:`subnetscope.io.legacy` (issue: formats).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CheckpointFormatError, InputNotFoundError
+from .safetensors_header import SafetensorsHeader, TensorInfo, read_header
+
+INDEX_NAME = "model.safetensors.index.json"
+
+
+@dataclass
+class Checkpoint:
+    """All tensors of one checkpoint, by name, with where their bytes are."""
+
+    root: Path  #: the directory (or the file itself for a single-file checkpoint)
+    tensors: dict[str, TensorInfo]
+    files: list[Path]
+    metadata: dict[str, str] = field(default_factory=dict)
+    ref: str = ""  #: what the user typed (path or hub id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        return self.tensors[name]
+
+    @property
+    def numel(self) -> int:
+        """Total number of elements over all tensors."""
+        return sum(t.numel for t in self.tensors.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of tensor data."""
+        return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def config_path(self) -> Path | None:
+        """``config.json`` beside the weights, if any."""
+        d = self.root if self.root.is_dir() else self.root.parent
+        c = d / "config.json"
+        return c if c.is_file() else None
+
+    def config(self) -> dict[str, object]:
+        """The parsed ``config.json`` (empty if there is none or it is unreadable)."""
+        c = self.config_path
+        if c is None:
+            return {}
+        try:
+            obj = json.loads(c.read_text())
+        except (OSError, ValueError):
+            return {}
+        return obj if isinstance(obj, dict) else {}
+
+
+def _merge(headers: list[SafetensorsHeader], root: Path, ref: str) -> Checkpoint:
+    tensors: dict[str, TensorInfo] = {}
+    for h in headers:
+        for name, info in h.tensors.items():
+            if name in tensors:
+                raise CheckpointFormatError(
+                    f"{root}: tensor {name!r} is stored twice ({tensors[name].path.name} and {h.path.name})",
+                    "remove the stray shard or fix the index",
+                )
+            tensors[name] = info
+    meta: dict[str, str] = {}
+    for h in headers:
+        meta.update(h.metadata)
+    return Checkpoint(root, tensors, [h.path for h in headers], meta, ref)
+
+
+def _load_index(index: Path, ref: str) -> Checkpoint:
+    root = index.parent
+    try:
+        obj = json.loads(index.read_text())
+    except ValueError as e:
+        raise CheckpointFormatError(
+            f"{index}: not valid JSON ({e})", "re-download or regenerate the index"
+        ) from None
+    wm = obj.get("weight_map") if isinstance(obj, dict) else None
+    if not isinstance(wm, dict) or not wm:
+        raise CheckpointFormatError(f"{index}: has no weight_map", "re-download or regenerate the index")
+    root_res = root.resolve()
+    shard_names: list[str] = []
+    for tensor, shard in wm.items():
+        if not isinstance(shard, str):
+            raise CheckpointFormatError(
+                f"{index}: tensor {tensor!r} maps to {shard!r}, not a file name", "fix the index"
+            )
+        if shard not in shard_names:
+            shard_names.append(shard)
+    headers: list[SafetensorsHeader] = []
+    for shard in shard_names:
+        sp = (root / shard).resolve()
+        if os.path.isabs(shard) or (root_res != sp.parent and root_res not in sp.parents):
+            raise CheckpointFormatError(
+                f"{index}: shard {shard!r} points outside the checkpoint directory",
+                "an index may only name files inside its own directory; fix the index",
+            )
+        if not sp.is_file():
+            raise CheckpointFormatError(
+                f"{index}: names shard {shard!r}, which does not exist in {root}",
+                "the download is incomplete: fetch the missing shard or fix the index",
+            )
+        headers.append(read_header(sp))
+    ck = _merge(headers, root, ref)
+    for tensor, shard in wm.items():
+        info = ck.tensors.get(tensor)
+        if info is None:
+            raise CheckpointFormatError(
+                f"{index}: names tensor {tensor!r} in {shard}, but that shard does not contain it",
+                "the index and the shards disagree: re-download the checkpoint or regenerate the index",
+            )
+        if info.path.resolve() != (root / shard).resolve():
+            raise CheckpointFormatError(
+                f"{index}: puts tensor {tensor!r} in {shard}, but it is in {info.path.name}",
+                "regenerate the index",
+            )
+    extra = sorted(set(ck.tensors) - set(wm))
+    if extra:
+        raise CheckpointFormatError(
+            f"{index}: shards contain {len(extra)} tensor(s) the index does not list, e.g. {extra[0]!r}",
+            "regenerate the index",
+        )
+    return ck
+
+
+def open_checkpoint(path: str | os.PathLike[str], ref: str | None = None) -> Checkpoint:
+    """Index a local checkpoint (directory, index file, or single ``.safetensors`` file) from headers only."""
+    p = Path(path)
+    r = ref if ref is not None else str(path)
+    if not p.exists():
+        raise InputNotFoundError(
+            f"{p}: no such file or directory", "give a checkpoint directory, a .safetensors file or a hub id"
+        )
+    if p.is_file():
+        if p.name.endswith(".index.json"):
+            return _load_index(p, r)
+        if p.suffix != ".safetensors":
+            raise CheckpointFormatError(
+                f"{p}: not a .safetensors file",
+                "give a .safetensors file, its directory, or model.safetensors.index.json",
+            )
+        return _merge([read_header(p)], p, r)
+    index = p / INDEX_NAME
+    if index.is_file():
+        return _load_index(index, r)
+    files = sorted(p.glob("*.safetensors"))
+    if not files:
+        legacy = sorted(p.glob("*.bin"))
+        hint = (
+            "this looks like a legacy pytorch_model.bin checkpoint: re-save it with safetensors "
+            "(model.save_pretrained(dir, safe_serialization=True))"
+            if legacy
+            else "the directory must hold model.safetensors or shards with model.safetensors.index.json"
+        )
+        raise InputNotFoundError(f"{p}: no .safetensors files in this directory", hint)
+    return _merge([read_header(f) for f in files], p, r)

@@ -1,0 +1,1 @@
+"""Reports: the versioned JSON schema, tables for people, plots and HTML."""

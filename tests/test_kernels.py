@@ -1,0 +1,141 @@
+"""The fused kernel (numba and numpy paths) against the brute-force oracle, on constructed and random bits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oracle import exact_counts, reference_counts
+from subnetscope import kernels
+from subnetscope.dtypes import DTYPES, reference_threshold
+
+FLOAT_CODES = ["BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2"]
+TOLS = [0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-3]
+PATHS = [True, False] if kernels.USING_NUMBA else [False]
+
+
+def run(a, b, code, tols, semantics="exact", mask_tol_index=0, use_numba=True):
+    dt = DTYPES[code]
+    order = sorted(range(len(tols)), key=lambda i: tols[i])
+    st_tols = [tols[i] for i in order]
+    if semantics == "reference":
+        thr = np.array([reference_threshold(t, dt) for t in st_tols])
+    else:
+        thr = np.array(st_tols, dtype=np.float64)
+    out = np.zeros(len(tols) + 3, dtype=np.int64)
+    mask = np.zeros((a.size + 7) // 8, dtype=np.uint8)
+    mk = order.index(mask_tol_index)
+    bound = kernels.candidate_bound(dt, float(thr[-1]))
+    kernels.count_chunk(a, b, dt, thr, semantics == "reference", bound, out, mask, mk, use_numba=use_numba)
+    unchanged = [0] * len(tols)
+    for j, i in enumerate(order):
+        unchanged[i] = int(out[j])
+    k = len(tols)
+    changed = np.unpackbits(mask, count=a.size, bitorder="little").astype(bool)
+    return {
+        "unchanged": unchanged,
+        "identical": int(out[k]),
+        "nonfinite_base": int(out[k + 1]),
+        "nonfinite_target": int(out[k + 2]),
+        "mask": changed,
+    }
+
+
+def random_pair(rng, code, n, scale):
+    dt = DTYPES[code]
+    bits = dt.bits_dtype
+    if dt.itemsize <= 2:
+        a = rng.integers(0, 1 << (8 * dt.itemsize), n, dtype=np.uint64).astype(bits)
+    else:
+        f = np.float32 if dt.itemsize == 4 else np.float64
+        a = (rng.standard_normal(n) * scale).astype(f).view(bits)
+    b = a.copy()
+    sel = rng.random(n) < 0.5
+    step = rng.integers(-3, 4, n)
+    b[sel] = (a[sel].astype(np.int64) + step[sel]).astype(bits)
+    return a, b
+
+
+@pytest.mark.parametrize("use_numba", PATHS)
+@pytest.mark.parametrize("code", FLOAT_CODES)
+def test_random_against_oracle(code, use_numba):
+    rng = np.random.default_rng(hash(code) % 2**32)
+    for scale in (1e-7, 1e-3, 1.0):
+        a, b = random_pair(rng, code, 4099, scale)
+        got = run(a, b, code, TOLS, mask_tol_index=4, use_numba=use_numba)
+        want = exact_counts(a, b, code, TOLS)
+        assert got["unchanged"] == want["unchanged"]
+        assert got["identical"] == want["identical"]
+        assert got["nonfinite_base"] == want["nonfinite_base"]
+        assert got["nonfinite_target"] == want["nonfinite_target"]
+        assert np.array_equal(got["mask"], want["changed_mask"][4])
+
+
+@pytest.mark.parametrize("use_numba", PATHS)
+@pytest.mark.parametrize("code", ["BF16", "F16", "F32"])
+def test_reference_semantics_matches_torch_isclose(code, use_numba):
+    rng = np.random.default_rng(7)
+    for scale in (1e-6, 1e-4, 1e-2):
+        a, b = random_pair(rng, code, 5001, scale)
+        got = run(a, b, code, TOLS[1:], semantics="reference", use_numba=use_numba)
+        assert got["unchanged"] == reference_counts(a, b, code, TOLS[1:])
+
+
+def bf16(x: float) -> int:
+    import torch
+
+    return int(torch.tensor([x], dtype=torch.bfloat16).view(torch.int16).item()) & 0xFFFF
+
+
+def test_bf16_edge_cases_by_construction():
+    pairs = [
+        (0.0, -0.0),  # bit change, zero difference: unchanged at every tol, not identical
+        (1.0, 1.0),  # identical
+        (float("nan"), float("nan")),  # identical bits (NaN): identical
+        (1.0, float("nan")),  # changed, target non-finite
+        (float("inf"), float("inf")),  # identical, both non-finite
+        (1e-5, 0.0),  # |Δ| = bf16(1e-5) = 1.0013580e-5 > 1e-5: changed at 1e-5 exactly
+        (9.953975677490234e-06, 0.0),  # the bf16 just below 1e-5: unchanged at 1e-5
+        (1e-40, 0.0),  # subnormal vs 0: |Δ| ~ 1e-40, unchanged at 1e-8
+        (0.5, 0.50390625),  # one ulp at 0.5: 2**-8, changed everywhere
+    ]
+    a = np.array([bf16(x) for x, _ in pairs], dtype=np.uint16)
+    b = np.array([bf16(y) for _, y in pairs], dtype=np.uint16)
+    for use_numba in PATHS:
+        got = run(a, b, "BF16", [1e-8, 1e-5], use_numba=use_numba)
+        assert got["identical"] == 3
+        # unchanged at 1e-8: identical 3 + (0,-0) + subnormal = 5; at 1e-5 also the bf16 below 1e-5 = 6
+        assert got["unchanged"] == [5, 6]
+        assert got["nonfinite_base"] == 2  # nan, inf
+        assert got["nonfinite_target"] == 3  # nan, nan, inf
+        ref = run(a, b, "BF16", [1e-8, 1e-5], semantics="reference", use_numba=use_numba)
+        # the reference rounds the tolerance to bf16, so |Δ| == bf16(1e-5) is unchanged there
+        assert ref["unchanged"] == [5, 7]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(FLOAT_CODES),
+    st.lists(st.integers(0, 2**16 - 1), min_size=1, max_size=200),
+    st.lists(st.integers(-2, 2), min_size=1, max_size=200),
+    st.lists(st.floats(0, 1e-2), min_size=1, max_size=4, unique=True),
+)
+def test_hypothesis_fast_path_equals_oracle(code, base_codes, steps, tols):
+    dt = DTYPES[code]
+    n = min(len(base_codes), len(steps))
+    bits = dt.bits_dtype
+    width = 8 * dt.itemsize
+    a = (
+        (np.array(base_codes[:n], dtype=np.uint64) << max(0, width - 16)).astype(bits)
+        if width > 16
+        else (np.array(base_codes[:n], dtype=np.uint64) % (1 << width)).astype(bits)
+    )
+    b = (a.astype(np.int64) + np.array(steps[:n]) * (1 << max(0, width - 16))).astype(np.uint64).astype(bits)
+    want = exact_counts(a, b, code, tols)
+    for use_numba in PATHS:
+        got = run(a, b, code, tols, use_numba=use_numba)
+        assert got["unchanged"] == want["unchanged"]
+        assert got["identical"] == want["identical"]
+        assert np.array_equal(got["mask"], want["changed_mask"][0])
