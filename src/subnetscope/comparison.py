@@ -139,5 +139,6 @@ def _with_mask(
     fp = of_checkpoint(plan.base, names)
     shapes = {p.name: p.target.shape for p in plan.pairs}
     extra = {"base_ref": plan.base.ref, "target_ref": plan.target.ref}
-    with MaskWriter(mask_out, shapes, fp, tol, semantics, extra) as w:
+    dtypes = {p.name: p.base.dtype.code for p in plan.pairs}
+    with MaskWriter(mask_out, shapes, fp, tol, semantics, extra, dtypes=dtypes) as w:
         return run_pass(plan, opts, mask_sink=w)

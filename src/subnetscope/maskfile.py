@@ -51,6 +51,7 @@ class MaskWriter:
         tolerance: float,
         semantics: str,
         extra_metadata: Mapping[str, str] | None = None,
+        dtypes: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.shapes = {n: tuple(int(x) for x in s) for n, s in shapes.items()}
@@ -63,6 +64,7 @@ class MaskWriter:
             "bitorder": "little",
             "base_fingerprint": json.dumps(fingerprint.to_json(), sort_keys=True),
             "shapes": json.dumps({n: list(s) for n, s in self.shapes.items()}),
+            "dtypes": json.dumps(dict(dtypes or {})),
             **(extra_metadata or {}),
         }
         self._offsets: dict[str, tuple[int, int]] = {}
@@ -178,6 +180,11 @@ class MaskFile(Mapping[str, np.ndarray]):
             raise MaskFormatError(
                 f"{self.path}: mask metadata is damaged ({e})", "regenerate the mask"
             ) from None
+        try:
+            #: base dtype code per tensor (as stored in the base checkpoint)
+            self.dtypes: dict[str, str] = json.loads(meta.get("dtypes", "{}"))
+        except ValueError:
+            raise MaskFormatError(f"{self.path}: mask metadata 'dtypes' is damaged", "regenerate the mask") from None
         self.semantics = meta.get("semantics", "exact")
         self.metadata = meta
         self._infos = header.tensors
