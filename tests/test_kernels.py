@@ -27,8 +27,7 @@ def run(a, b, code, tols, semantics="exact", mask_tol_index=0, use_numba=True):
     out = np.zeros(len(tols) + 3, dtype=np.int64)
     mask = np.zeros((a.size + 7) // 8, dtype=np.uint8)
     mk = order.index(mask_tol_index)
-    bound = kernels.candidate_bound(dt, float(thr[-1]))
-    kernels.count_chunk(a, b, dt, thr, semantics == "reference", bound, out, mask, mk, use_numba=use_numba)
+    kernels.count_chunk(a, b, dt, thr, semantics == "reference", out, mask, mk, use_numba=use_numba)
     unchanged = [0] * len(tols)
     for j, i in enumerate(order):
         unchanged[i] = int(out[j])

@@ -83,7 +83,6 @@ class _Thresholds:
         if mask_tolerance is not None:
             self.mask_k = min(range(len(self.sorted)), key=lambda i: abs(self.sorted[i] - mask_tolerance))
         self._cache: dict[str, np.ndarray] = {}
-        self._bounds: dict[str, int] = {}
 
     def for_dtype(self, dtype: DType) -> np.ndarray:
         arr = self._cache.get(dtype.code)
@@ -94,13 +93,6 @@ class _Thresholds:
                 arr = np.array(self.sorted, dtype=np.float64)
             self._cache[dtype.code] = arr
         return arr
-
-    def bound(self, dtype: DType) -> int:
-        b = self._bounds.get(dtype.code)
-        if b is None:
-            b = kernels.candidate_bound(dtype, float(self.for_dtype(dtype)[-1]))
-            self._bounds[dtype.code] = b
-        return b
 
     def unsort(self, sorted_counts: np.ndarray) -> list[int]:
         out = [0] * len(self.order)
@@ -124,7 +116,7 @@ def _count(
     ref = th.semantics == "reference"
     if pair.same_dtype and bd.is_float:
         thr = th.for_dtype(bd)
-        kernels.count_chunk(a, b, bd, thr, ref, th.bound(bd), out, mask, th.mask_k)
+        kernels.count_chunk(a, b, bd, thr, ref, out, mask, th.mask_k)
     elif pair.same_dtype:
         same = a == b
         ident = int(np.count_nonzero(same))

@@ -1,0 +1,98 @@
+"""Benchmark: `subnetscope compare` vs a raw read of the same files, and its peak memory.
+
+Builds (once, cached under bench/_data) a synthetic Llama-shaped bf16 pair of about 1B parameters (2 x 2 GB,
+4 and 3 shards, 20 % of every matrix moved by one bf16 step, norms untouched), then, in one run and with the
+page cache warm, alternates: (a) `cat` of all shards to /dev/null, (b) the `subnetscope compare` command with
+the four default tolerances (a fresh process: interpreter start and imports included), (c) the library call
+`compare()` inside one process. Prints medians, the ratios (b)/(a) and (c)/(a), and the peak RSS of (b);
+`--double` repeats the RSS measurement on a pair twice as large.
+
+    python bench/bench_compare.py [--params 1.03e9] [--repeats 5] [--double]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synth import make_pair
+
+DATA = Path(__file__).parent / "_data"
+
+
+def files_of(*dirs: Path) -> list[str]:
+    return [str(f) for d in dirs for f in sorted(d.glob("*.safetensors"))]
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+    _, status, ru = os.wait4(proc.pid, 0)
+    dt = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}")
+    return dt, ru.ru_maxrss
+
+
+def library_time(base: Path, target: Path) -> float:
+    code = (
+        "import time, subnetscope; from subnetscope.comparison import compare; "
+        f"compare({str(base)!r}, {str(target)!r}); t=time.perf_counter(); "
+        f"compare({str(base)!r}, {str(target)!r}); print(time.perf_counter()-t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=float, default=1.03e9)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--double", action="store_true", help="also measure peak RSS on a pair twice as large")
+    ap.add_argument("--jobs", type=int, default=None)
+    args = ap.parse_args()
+
+    base, target = make_pair(DATA, args.params)
+    shards = files_of(base, target)
+    nbytes = sum(os.path.getsize(f) for f in shards)
+    exe = str(Path(sys.executable).parent / "subnetscope")
+    cmd = [exe, "compare", str(base), str(target), "--format", "json"]
+    if args.jobs:
+        cmd += ["-j", str(args.jobs)]
+    env = dict(os.environ, SUBNETSCOPE_NO_PROGRESS="1")
+    timed(["cat", *shards])  # warm the page cache
+    timed(cmd, env)  # warm numba's cache
+    raw, cli, lib, rss = [], [], [], []
+    for _ in range(args.repeats):
+        raw.append(timed(["cat", *shards])[0])
+        t, r = timed(cmd, env)
+        cli.append(t)
+        rss.append(r)
+        lib.append(library_time(base, target))
+    a, b, c = statistics.median(raw), statistics.median(cli), statistics.median(lib)
+    print(
+        f"pair: {base.name} / {target.name}: {len(shards)} shards, {nbytes / 1e9:.2f} GB, cpus={os.cpu_count()}"
+    )
+    print(
+        f"(a) raw read (cat > /dev/null):        median {a:.3f} s  ({nbytes / a / 1e9:.1f} GB/s)  runs {[round(x, 3) for x in raw]}"
+    )
+    print(f"(b) subnetscope compare (CLI process): median {b:.3f} s  runs {[round(x, 3) for x in cli]}")
+    print(f"(c) compare() in-process:              median {c:.3f} s  runs {[round(x, 3) for x in lib]}")
+    print(f"ratio (b)/(a) = {b / a:.2f}   ratio (c)/(a) = {c / a:.2f}   (target <= 2, aim 1.2)")
+    print(f"peak RSS of (b): {max(rss) / 1024:.0f} MiB (target <= 256 MiB)")
+    if args.double:
+        b2, t2 = make_pair(DATA, 2 * args.params)
+        timed(["cat", *files_of(b2, t2)])
+        t, r = timed([exe, "compare", str(b2), str(t2), "--format", "json"], env)
+        print(f"2x pair ({2 * args.params:.3g} params): compare {t:.2f} s, peak RSS {r / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
