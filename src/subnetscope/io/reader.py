@@ -1,11 +1,16 @@
-"""Chunked reads of tensor bytes into reused buffers.
+"""Chunked reads of tensor bytes, without copying when possible.
 
-``os.preadv`` copies straight from the page cache into a preallocated numpy buffer: no page faults on a
-memory map, no per-chunk allocation, and it is thread-safe on a shared file descriptor (no seek).
+Default (Linux): each chunk is a small read-only memory map of just that window of the file, created with
+``MAP_POPULATE`` so the kernel maps the page-cache pages in one go (measured here: ~30 GB/s, against ~1 GB/s
+for page faults on a plain map and ~7 GB/s for a ``preadv`` copy). The window is unmapped as soon as the
+chunk is dropped, so resident memory stays a few chunks whatever the file size. Elsewhere, or with
+``SUBNETSCOPE_READ=pread``, or for unaligned data, ``os.preadv`` copies into a reused buffer instead. The
+file size is checked before mapping, so a file truncated since it was indexed is a clear error, not SIGBUS.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from pathlib import Path
@@ -54,15 +59,42 @@ class FileHandles:
         self.close()
 
 
-class ChunkReader:
-    """Reads element ranges of tensors into a buffer owned by the reader (one reader per thread)."""
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+_USE_MMAP = bool(_POPULATE) and os.environ.get("SUBNETSCOPE_READ", "mmap") != "pread"
 
-    def __init__(self, handles: FileHandles, capacity_bytes: int) -> None:
+
+class ChunkReader:
+    """Reads element ranges of tensors (one reader per thread; the result is valid until the next read)."""
+
+    def __init__(self, handles: FileHandles, capacity_bytes: int, use_mmap: bool | None = None) -> None:
         self.handles = handles
         self._buf = np.empty(max(capacity_bytes, 8), dtype=np.uint8)
+        self.use_mmap = _USE_MMAP if use_mmap is None else (use_mmap and bool(_POPULATE))
 
     def read(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
-        """Raw bits of elements ``[start, start+count)`` of ``info`` (a view into the reused buffer)."""
+        """Raw bits of elements ``[start, start+count)`` of ``info`` as unsigned integers (read-only)."""
+        size = info.dtype.itemsize
+        offset = info.start + start * size
+        if self.use_mmap and count and offset % size == 0:
+            return self._map(info, offset, count)
+        return self._pread(info, start, count)
+
+    def _map(self, info: TensorInfo, offset: int, count: int) -> np.ndarray:
+        size = info.dtype.itemsize
+        nbytes = count * size
+        fd = self.handles.fd(info.path)
+        if os.fstat(fd).st_size < offset + nbytes:
+            raise CheckpointFormatError(
+                f"{info.path}: ended while reading tensor {info.name!r} (file truncated since it was indexed?)",
+                "re-download or re-save the checkpoint",
+            )
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        m = mmap.mmap(
+            fd, offset + nbytes - base, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=base
+        )
+        return np.frombuffer(m, dtype=info.dtype.bits_dtype, count=count, offset=offset - base)
+
+    def _pread(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
         size = info.dtype.itemsize
         nbytes = count * size
         if nbytes > self._buf.size:
