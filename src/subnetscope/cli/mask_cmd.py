@@ -1,0 +1,196 @@
+"""``subnetscope mask`` and ``subnetscope overlap``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .common import emit_json, format_option, jobs_option, log, write_json_file
+
+MASK_REPORT = "subnetscope.mask"
+
+
+def mask_summary(report: Any, path: str, tol: float) -> dict[str, Any]:
+    """The ``mask --format json`` document: what was written and how many parameters it marks."""
+    import os
+
+    from ..report.schema import SCHEMA_VERSION
+
+    ov = report.overall
+    i = report.tolerances.index(tol)
+    changed = ov.changed[i]
+    size = os.path.getsize(path)
+    weights = ov.numel * 2  # the same model in bf16
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "report": MASK_REPORT,
+        "tool": {"name": "subnetscope", "version": report.tool_version},
+        "path": path,
+        "tolerance": tol,
+        "semantics": report.semantics,
+        "base": report.base,
+        "target": report.target,
+        "tensors": len(report.tensors),
+        "numel": ov.numel,
+        "changed": changed,
+        "sparsity": ov.sparsity[i],
+        "bytes": size,
+        "bytes_per_bf16_byte": size / weights if weights else None,
+        "findings": [f.to_json() for f in report.findings],
+    }
+
+
+@click.command("mask")
+@click.argument("base")
+@click.argument("target")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The mask file to write (atomically).",
+)
+@click.option(
+    "--tol", type=float, default=1e-5, show_default=True, help="Updated means |target - base| > tol."
+)
+@click.option(
+    "--semantics",
+    type=click.Choice(["exact", "reference"]),
+    default="exact",
+    show_default=True,
+    help="exact: difference computed exactly. reference: the authors' bf16 arithmetic (torch.isclose).",
+)
+@format_option
+@jobs_option
+@click.option(
+    "--chunk-elements", type=click.IntRange(8, 1 << 28), default=None, help="Elements per read (default 1Mi)."
+)
+def mask(
+    base: str,
+    target: str,
+    output: str,
+    tol: float,
+    semantics: str,
+    fmt: str,
+    jobs: int | None,
+    chunk_elements: int | None,
+) -> None:
+    """Write the mask of parameters updated from BASE to TARGET (one bit each) to -o FILE.
+
+    The mask records the tolerance, the semantics and a fingerprint of BASE, so that it is never used with
+    another model without a clear error. It is written in the same streaming pass as `compare`.
+    """
+    from ..comparison import check_tolerances
+    from ..comparison import compare as run_compare
+    from ..report.table import fmt_tol, human_count, pct
+
+    (t,) = check_tolerances([tol])
+    report = run_compare(
+        base,
+        target,
+        [t],
+        semantics,
+        jobs=jobs,
+        mask_out=output,
+        mask_tolerance=t,
+        progress=fmt == "human",
+        chunk_elements=chunk_elements,
+    )
+    s = mask_summary(report, output, t)
+    if fmt == "json":
+        emit_json(s)
+        return
+    ratio = s["bytes_per_bf16_byte"]
+    click.echo(
+        f"mask written to {output}\n"
+        f"  base:   {report.base.get('ref')}\n"
+        f"  target: {report.target.get('ref')}\n"
+        f"  {s['tensors']} tensors, {human_count(s['numel'])} parameters; updated at tol {fmt_tol(t)} "
+        f"({semantics}): {s['changed']:,} ({pct(1 - s['sparsity'])}), sparsity {pct(s['sparsity'])}\n"
+        f"  {s['bytes']:,} bytes" + (f" (1/{1 / ratio:.1f} of the model in bf16)" if ratio else "")
+    )
+    if report.findings:
+        log(
+            f"{len(report.findings)} finding(s), e.g. {report.findings[0].tensor}: {report.findings[0].detail}"
+        )
+
+
+@click.command("overlap")
+@click.argument("masks", nargs=-1, metavar="MASK1 MASK2")
+@click.option(
+    "--base",
+    "base",
+    default=None,
+    help="The masks' base checkpoint: adds the magnitude-matched baseline (bins of |w| by exponent).",
+)
+@click.option(
+    "--deltas",
+    nargs=3,
+    default=None,
+    metavar="BASE T1 T2",
+    help="Compute the two updated sets from checkpoints instead of masks (adds sign agreement and cosine).",
+)
+@click.option(
+    "--tol",
+    type=float,
+    default=1e-5,
+    show_default=True,
+    help="With --deltas: updated means |T - BASE| > tol.",
+)
+@format_option
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Also write the JSON report here (atomically)."
+)
+@click.option(
+    "--layers/--no-layers", default=True, show_default=True, help="Show the per-layer table (human format)."
+)
+@jobs_option
+def overlap(
+    masks: tuple[str, ...],
+    base: str | None,
+    deltas: tuple[str, str, str] | None,
+    tol: float,
+    fmt: str,
+    output: str | None,
+    layers: bool,
+    jobs: int | None,
+) -> None:
+    """Overlap of two subnetworks against random baselines: o1, o2, Jaccard, z-scores.
+
+    Give two mask files (from `subnetscope mask` or `compare --mask-out`) made over the same base, or
+    --deltas BASE T1 T2 to compute both updated sets in one pass over the three checkpoints.
+    """
+    from ..errors import UsageError
+    from ..overlap import overlap as run_overlap
+    from ..overlap import overlap_deltas, render
+
+    if deltas:
+        if masks:
+            raise UsageError(
+                "give either two mask files or --deltas BASE T1 T2, not both", "drop the mask arguments"
+            )
+        if base is not None:
+            raise UsageError("--base is implied by --deltas BASE T1 T2", "drop --base")
+        report = overlap_deltas(*deltas, tolerance=tol, jobs=jobs, progress=fmt == "human")
+    else:
+        src = click.get_current_context().get_parameter_source("tol")
+        if src is not None and src.name == "COMMANDLINE":
+            raise UsageError(
+                "--tol applies to --deltas only", "a mask file carries its own tolerance: recompute the mask"
+            )
+        if len(masks) != 2:
+            raise UsageError(
+                f"expected two mask files, got {len(masks)}",
+                "usage: subnetscope overlap MASK1 MASK2 [--base BASE], or --deltas BASE T1 T2",
+            )
+        report = run_overlap(masks[0], masks[1], base=base, jobs=jobs, progress=fmt == "human")
+    obj = report.to_json()
+    if output:
+        write_json_file(output, obj)
+    if fmt == "json":
+        emit_json(obj)
+    else:
+        click.echo(render(report, layers=layers))
+    if output:
+        log(f"report written to {output}")

@@ -1,0 +1,76 @@
+"""``subnetscope series``."""
+
+from __future__ import annotations
+
+import click
+
+from .common import emit_json, format_option, jobs_option, log, write_json_file
+
+
+@click.command("series")
+@click.argument("init")
+@click.argument("checkpoints", nargs=-1, required=True, metavar="CKPT_1 ... CKPT_K")
+@click.option(
+    "--final", default=None, help="The checkpoint that defines the final subnetwork (default: the last one)."
+)
+@click.option("--tol", type=float, default=1e-5, show_default=True, help="Updated means |Δ| > tol.")
+@click.option(
+    "--semantics",
+    type=click.Choice(["exact", "reference"]),
+    default="exact",
+    show_default=True,
+    help="exact: difference computed exactly. reference: the authors' bf16 arithmetic (torch.isclose).",
+)
+@format_option
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Also write the JSON report here (atomically)."
+)
+@jobs_option
+@click.option(
+    "--chunk-elements",
+    type=click.IntRange(8, 1 << 26),
+    default=None,
+    help="Elements per read and checkpoint (default 64Ki).",
+)
+def series(
+    init: str,
+    checkpoints: tuple[str, ...],
+    final: str | None,
+    tol: float,
+    semantics: str,
+    fmt: str,
+    output: str | None,
+    jobs: int | None,
+    chunk_elements: int | None,
+) -> None:
+    """Sparsity dynamics of one training run: INIT, then its checkpoints in training order.
+
+    Each checkpoint is read once. A directory of HF Trainer `checkpoint-<step>` folders stands for its
+    checkpoints sorted by step. Reports, per checkpoint, the sparsity vs INIT and vs the previous one, the
+    share of updates outside the final subnetwork and the running union of updated parameters; then the
+    split into never updated / cancelled / final subnetwork.
+    """
+    from ..comparison import check_tolerances
+    from ..series import render
+    from ..series import series as run_series
+
+    (t,) = check_tolerances([tol])
+    report = run_series(
+        init,
+        list(checkpoints),
+        final=final,
+        tolerance=t,
+        semantics=semantics,
+        jobs=jobs,
+        chunk_elements=chunk_elements,
+        progress=fmt == "human",
+    )
+    obj = report.to_json()
+    if output:
+        write_json_file(output, obj)
+    if fmt == "json":
+        emit_json(obj)
+    else:
+        click.echo(render(report))
+    if output:
+        log(f"report written to {output}")

@@ -1,0 +1,557 @@
+"""``series``: the dynamics of one training run from its checkpoints, reading each checkpoint once.
+
+For INIT and checkpoints CKPT_1 … CKPT_K (and the final one, by default CKPT_K) every tensor is read chunk
+by chunk from all of them together (K + 1 chunk buffers per worker thread), and a fused kernel counts, per
+checkpoint k:
+
+- ``changed_vs_init``: elements with ``|CKPT_k − INIT| > tol`` (sparsity vs init, paper Figure 5);
+- ``changed_vs_prev``: ``|CKPT_k − CKPT_{k−1}| > tol`` (consecutive-step sparsity; CKPT_0 is INIT);
+- ``outside_final``: elements changed vs init at k that are *not* in the final subnetwork (paper Figure 6;
+  ``outside_final_step`` is the same for the consecutive-step update);
+- ``ever_updated``: the running union of elements changed vs init at some checkpoint ≤ k;
+- the same with bit identity instead of the tolerance (``identical_vs_init`` / ``identical_vs_prev``,
+  ``ever_touched_bits``);
+
+and at the end the split of every parameter into *never updated* / *cancelled* (updated at some checkpoint
+but back within tol of its initial value in the final one) / *final subnetwork* (changed vs init in the
+final checkpoint); the three sum to the parameter count (paper Figure 2). Only counts leave a chunk, so
+memory is a few chunks per checkpoint whatever the model size.
+
+"Updated" is ``|Δ| > tol`` with the ``compare`` semantics (exact by default, or the authors' reference
+arithmetic); bit-identical elements are always unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import CheckpointFormatError, MismatchError, UsageError
+from .io.checkpoint import INDEX_NAME, Checkpoint
+from .io.reader import FileHandles
+from .io.safetensors_header import TensorInfo
+from .naming import KINDS
+from .progress import progress_bar
+from .report.schema import SCHEMA_VERSION, Finding
+from .series_kernels import (
+    CHG_INIT,
+    CHG_PREV,
+    EVER,
+    EVER_BITS,
+    IDENT_INIT,
+    IDENT_PREV,
+    NSPLIT,
+    NSTEP,
+    OUT_FINAL,
+    OUT_FINAL_STEP,
+    scratch,
+    series_chunk,
+    series_chunk_np,
+)
+
+REPORT_KIND = "subnetscope.series"
+
+#: elements per chunk (per checkpoint); small enough that the K + 1 rows stay in cache
+DEFAULT_CHUNK_ELEMENTS = 1 << 16
+
+CheckpointLike = str | os.PathLike[str] | Checkpoint
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoint lists
+
+_CKPT_DIR = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _has_weights(p: Path) -> bool:
+    return (p / INDEX_NAME).is_file() or any(p.glob("*.safetensors"))
+
+
+def step_of(ref: str | os.PathLike[str]) -> int | None:
+    """Training step of a ``checkpoint-<step>`` path (None for other names)."""
+    m = _CKPT_DIR.match(Path(ref).name)
+    return int(m.group(1)) if m else None
+
+
+def expand_checkpoints(refs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Replace every run directory (holding ``checkpoint-<step>`` folders, no weights of its own) by its
+    checkpoints sorted by step (``checkpoint-10`` after ``checkpoint-9``); keep other refs as given."""
+    out: list[str] = []
+    for ref in refs:
+        p = Path(ref)
+        if p.is_dir() and not _has_weights(p):
+            subs = []
+            for d in p.iterdir():
+                m = _CKPT_DIR.match(d.name)
+                if m and d.is_dir():
+                    subs.append((int(m.group(1)), d))
+            if subs:
+                out.extend(str(d) for _, d in sorted(subs))
+                continue
+        out.append(str(ref))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class StepInfo:
+    """One checkpoint of the series."""
+
+    index: int  #: 1-based position in the series
+    name: str  #: folder or file name
+    ref: str  #: as given
+    step: int | None  #: training step (from ``checkpoint-<step>``), None if unknown
+
+
+@dataclass
+class TensorSeries:
+    """The counters of one tensor."""
+
+    name: str
+    shape: list[int]
+    layer: int | None
+    kind: str
+    numel: int
+    steps: np.ndarray  #: ``(K, NSTEP)`` int64
+    split: np.ndarray  #: ``(NSPLIT,)`` int64
+
+
+def _share(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def _split_json(s: np.ndarray, numel: int, bits: bool = False) -> dict[str, Any]:
+    o = 3 if bits else 0
+    keys = ("never_updated", "cancelled", "final_subnetwork")
+    counts = {k: int(s[o + j]) for j, k in enumerate(keys)}
+    return {**counts, "numel": numel, "shares": {k: _share(v, numel) for k, v in counts.items()}}
+
+
+def _group_json(steps: np.ndarray, split: np.ndarray, numel: int) -> dict[str, Any]:
+    def sp(col: int) -> list[float | None]:
+        return [1 - int(x) / numel if numel else None for x in steps[:, col]]
+
+    return {
+        "numel": numel,
+        "sparsity_vs_init": sp(CHG_INIT),
+        "sparsity_vs_prev": sp(CHG_PREV),
+        "outside_final_share": [_share(int(r[OUT_FINAL]), int(r[CHG_INIT])) for r in steps],
+        "ever_updated_share": [_share(int(r[EVER]), numel) for r in steps],
+        "split": _split_json(split, numel),
+    }
+
+
+def _tensor_json(t: TensorSeries) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "shape": t.shape,
+        "layer": t.layer,
+        "kind": t.kind,
+        "numel": t.numel,
+        "changed_vs_init": [int(x) for x in t.steps[:, CHG_INIT]],
+        "changed_vs_prev": [int(x) for x in t.steps[:, CHG_PREV]],
+        "split": _split_json(t.split, t.numel),
+    }
+
+
+@dataclass
+class SeriesReport:
+    """Result of :func:`series`."""
+
+    init: dict[str, Any]
+    steps: list[StepInfo]
+    final: dict[str, Any]  #: ``ref`` and ``index`` (1-based position among the steps, or None)
+    tolerance: float
+    semantics: str
+    tensors: list[TensorSeries]
+    findings: list[Finding] = field(default_factory=list)
+    tool_version: str = __version__
+
+    def _sum(self, tensors: Sequence[TensorSeries]) -> tuple[np.ndarray, np.ndarray, int]:
+        st = np.zeros((len(self.steps), NSTEP), dtype=np.int64)
+        sp = np.zeros(NSPLIT, dtype=np.int64)
+        n = 0
+        for t in tensors:
+            st += t.steps
+            sp += t.split
+            n += t.numel
+        return st, sp, n
+
+    @property
+    def numel(self) -> int:
+        """Parameters covered."""
+        return sum(t.numel for t in self.tensors)
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(steps (K, NSTEP), split (NSPLIT,), numel)`` over every tensor."""
+        return self._sum(self.tensors)
+
+    def groups(self, by: str) -> dict[Any, tuple[np.ndarray, np.ndarray, int]]:
+        """Totals per ``"kind"`` (in :data:`~subnetscope.naming.KINDS` order) or per ``"layer"``."""
+        buckets: dict[Any, list[TensorSeries]] = {}
+        for t in self.tensors:
+            key = t.kind if by == "kind" else t.layer
+            if key is not None:
+                buckets.setdefault(key, []).append(t)
+        keys = [k for k in KINDS if k in buckets] if by == "kind" else sorted(buckets)
+        return {k: self._sum(buckets[k]) for k in keys}
+
+    def step_rows(self) -> list[dict[str, Any]]:
+        """One JSON object per checkpoint (whole model)."""
+        st, _, n = self.totals()
+        rows = []
+        for info, r in zip(self.steps, st):
+            c = [int(x) for x in r]
+            rows.append({
+                "index": info.index, "name": info.name, "ref": info.ref, "step": info.step, "numel": n,
+                "changed_vs_init": c[CHG_INIT], "sparsity_vs_init": 1 - c[CHG_INIT] / n if n else None,
+                "identical_vs_init": c[IDENT_INIT], "bit_identical_vs_init": _share(c[IDENT_INIT], n),
+                "changed_vs_prev": c[CHG_PREV], "sparsity_vs_prev": 1 - c[CHG_PREV] / n if n else None,
+                "identical_vs_prev": c[IDENT_PREV], "bit_identical_vs_prev": _share(c[IDENT_PREV], n),
+                "outside_final": c[OUT_FINAL], "outside_final_share": _share(c[OUT_FINAL], c[CHG_INIT]),
+                "outside_final_step": c[OUT_FINAL_STEP],
+                "outside_final_step_share": _share(c[OUT_FINAL_STEP], c[CHG_PREV]),
+                "ever_updated": c[EVER], "ever_updated_share": _share(c[EVER], n),
+                "ever_touched_bits": c[EVER_BITS],
+            })  # fmt: skip
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """The versioned JSON document."""
+        _, sp, n = self.totals()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "report": REPORT_KIND,
+            "tool": {"name": "subnetscope", "version": self.tool_version},
+            "semantics": self.semantics,
+            "tolerance": self.tolerance,
+            "init": self.init,
+            "final": self.final,
+            "numel": n,
+            "steps": self.step_rows(),
+            "split": _split_json(sp, n),
+            "split_bitwise": _split_json(sp, n, bits=True),
+            "by_kind": {k: _group_json(*v) for k, v in self.groups("kind").items()},
+            "by_layer": {str(k): _group_json(*v) for k, v in self.groups("layer").items()},
+            "findings": [f.to_json() for f in self.findings],
+            "tensors": [_tensor_json(t) for t in self.tensors],
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the pass
+
+
+class _Scratch:
+    """Per-thread buffers: one byte row per input, and the kernel's state array."""
+
+    def __init__(self, rows: int, chunk: int) -> None:
+        self.buf = np.empty((rows, chunk * 8), dtype=np.uint8)
+        self.state = scratch(chunk)
+
+
+def _read_row(handles: FileHandles, info: TensorInfo, start: int, count: int, dest: np.ndarray) -> np.ndarray:
+    """Raw bits of elements ``[start, start + count)`` of ``info``, read into the byte row ``dest``."""
+    size = info.dtype.itemsize
+    nbytes = count * size
+    view = dest[:nbytes]
+    fd = handles.fd(info.path)
+    offset = info.start + start * size
+    got = 0
+    while got < nbytes:
+        n = os.preadv(fd, [view[got:].data], offset + got)
+        if n <= 0:
+            raise CheckpointFormatError(
+                f"{info.path}: ended while reading tensor {info.name!r} (file truncated since it was indexed?)",
+                "re-download or re-save the checkpoint",
+            )
+        got += n
+    return view.view(info.dtype.bits_dtype)
+
+
+@dataclass
+class _Tensor:
+    index: int
+    name: str
+    infos: list[TensorInfo]  #: one per row (INIT, steps, [final])
+    layer: int | None
+    kind: str
+
+    @property
+    def numel(self) -> int:
+        return self.infos[0].numel
+
+    @property
+    def fused(self) -> bool:
+        d = self.infos[0].dtype
+        return d.is_float and all(i.dtype == d for i in self.infos)
+
+
+def _ck(x: CheckpointLike) -> Checkpoint:
+    from .refs import load_checkpoint
+
+    return x if isinstance(x, Checkpoint) else load_checkpoint(x)
+
+
+def _same_path(a: Checkpoint, b: Checkpoint) -> bool:
+    try:
+        return a.root.resolve() == b.root.resolve()
+    except OSError:  # pragma: no cover
+        return False
+
+
+def _align(
+    init: Checkpoint, rows: list[Checkpoint], labels: list[str]
+) -> tuple[list[_Tensor], list[Finding]]:
+    from .plan import make_plan
+
+    findings: list[Finding] = []
+    ok: dict[str, list[TensorInfo]] = {}
+    meta: dict[str, tuple[int | None, str]] = {}
+    first = True
+    seen: set[tuple[str, str, str]] = set()
+    for ck, label in zip(rows, labels):
+        plan = make_plan(init, ck)
+        for f in plan.findings:
+            key = (f.kind, f.tensor, f.detail)
+            if key not in seen:
+                seen.add(key)
+                findings.append(Finding(f.kind, f.tensor, f"{label}: {f.detail}"))
+        good = {p.name: p for p in plan.pairs if p.base.shape == p.target.shape}
+        for p in plan.pairs:
+            if p.name not in good:
+                findings.append(
+                    Finding("skipped", p.name, f"{label}: shape differs from init; not in the series")
+                )
+        if first:
+            for name, p in good.items():
+                ok[name] = [p.base, p.target]
+                meta[name] = (p.layer, p.kind)
+            first = False
+        else:
+            for name in list(ok):
+                if name in good:
+                    ok[name].append(good[name].target)
+                else:
+                    del ok[name]
+    tensors = [_Tensor(i, n, infos, *meta[n]) for i, (n, infos) in enumerate(ok.items())]
+    return tensors, findings
+
+
+def series(
+    init: CheckpointLike,
+    checkpoints: Sequence[CheckpointLike] | CheckpointLike,
+    *,
+    final: CheckpointLike | None = None,
+    tolerance: float = 1e-5,
+    semantics: str = "exact",
+    jobs: int | None = None,
+    chunk_elements: int | None = None,
+    progress: bool = False,
+) -> SeriesReport:
+    """Sparsity dynamics of a run: INIT and its checkpoints in training order, each read once.
+
+    Args:
+        init: the checkpoint training started from.
+        checkpoints: the run's checkpoints in order (or one run directory); a run directory of ``checkpoint-<step>`` folders is
+            expanded to them, sorted by step (see :func:`expand_checkpoints`).
+        final: the checkpoint whose changed set is "the final subnetwork" (default: the last one); when
+            it is not among ``checkpoints`` it is read in the same pass.
+        tolerance: an element is updated when ``|Δ| > tolerance``.
+        semantics: ``"exact"`` or ``"reference"`` (as in :func:`subnetscope.compare`).
+        jobs: worker threads (default: CPUs, at most 8); the result does not depend on it.
+        chunk_elements: elements per read and checkpoint (default 64 Ki).
+        progress: progress bar on stderr (only on a terminal).
+
+    Tensors are aligned by name; a tensor missing from a checkpoint or of another shape than in INIT is
+    left out of the whole series, with a finding.
+    """
+    from .engine import default_jobs
+
+    if not (tolerance >= 0 and np.isfinite(tolerance)):
+        raise UsageError(
+            f"tolerance {tolerance!r} is not a finite non-negative number", "use values like 1e-5"
+        )
+    if semantics not in ("exact", "reference"):
+        raise UsageError(f"unknown semantics {semantics!r}", "use 'exact' or 'reference'")
+    if isinstance(checkpoints, (str, os.PathLike, Checkpoint)):
+        checkpoints = [checkpoints]  # one run directory
+    refs: list[CheckpointLike] = []
+    for ref in checkpoints:
+        if isinstance(ref, Checkpoint):
+            refs.append(ref)
+        else:
+            refs.extend(expand_checkpoints([ref]))
+    if not refs:
+        raise UsageError("no checkpoint given", "give INIT and at least one checkpoint (or a run directory)")
+    ick = _ck(init)
+    cks = [_ck(r) for r in refs]
+    steps = []
+    for k, ck in enumerate(cks, 1):
+        label = ck.ref or str(ck.root)
+        steps.append(StepInfo(k, Path(label.rstrip("/")).name or label, label, step_of(label.rstrip("/"))))
+    fin_index: int | None = len(cks)
+    rows = list(cks)
+    if final is not None:
+        fck = _ck(final)
+        fin_index = next((k for k, ck in enumerate(cks, 1) if _same_path(ck, fck)), None)
+        if fin_index is None:
+            rows.append(fck)
+    else:
+        fck = cks[-1]
+    labels = [s.name for s in steps] + (["final"] if len(rows) > len(cks) else [])
+    tensors, findings = _align(ick, rows, labels)
+    if not tensors:
+        raise MismatchError(
+            f"no tensor of {ick.ref} is present with the same shape in every checkpoint",
+            "give checkpoints of one training run",
+        )
+    nsteps = len(cks)
+    fin_row = fin_index if fin_index is not None else len(rows)
+    ce = chunk_elements or DEFAULT_CHUNK_ELEMENTS
+    chunk = max(8, ce - ce % 8)
+    nj = jobs or default_jobs()
+    acc = {t.index: (np.zeros((nsteps, NSTEP), np.int64), np.zeros(NSPLIT, np.int64)) for t in tensors}
+    local = threading.local()
+
+    nrows = len(rows) + 1
+    with FileHandles() as handles:
+
+        def work(t: _Tensor, start: int, count: int) -> tuple[_Tensor, int, np.ndarray, np.ndarray]:
+            sc = getattr(local, "sc", None)
+            if sc is None:
+                sc = local.sc = _Scratch(nrows, chunk)
+            out = np.zeros((nsteps, NSTEP), np.int64)
+            split = np.zeros(NSPLIT, np.int64)
+            if count == 0:
+                return t, 0, out, split
+            arrs = [_read_row(handles, info, start, count, sc.buf[r]) for r, info in enumerate(t.infos)]
+            if t.fused:
+                series_chunk(arrs, t.infos[0].dtype, tolerance, semantics, nsteps, fin_row, out, split,
+                             state=sc.state)  # fmt: skip
+            else:
+                dts = [i.dtype for i in t.infos]
+                series_chunk_np(arrs, dts, tolerance, semantics, nsteps, fin_row, out, split)
+            return t, count, out, split
+
+        def tasks() -> Iterator[tuple[_Tensor, int, int]]:
+            for t in tensors:
+                if t.numel == 0:
+                    yield t, 0, 0
+                for s in range(0, t.numel, chunk):
+                    yield t, s, min(chunk, t.numel - s)
+
+        def merge(res: tuple[_Tensor, int, np.ndarray, np.ndarray], bar: Any) -> None:
+            t, count, out, split = res
+            a = acc[t.index]
+            a[0][...] += out
+            a[1][...] += split
+            bar.update(count * sum(i.dtype.itemsize for i in t.infos))
+
+        total = sum(t.numel * sum(i.dtype.itemsize for i in t.infos) for t in tensors)
+        with progress_bar(total, "series", enabled=progress, unit="B") as bar:
+            if nj == 1:
+                for task in tasks():
+                    merge(work(*task), bar)
+            else:
+                with ThreadPoolExecutor(max_workers=nj, thread_name_prefix="subnetscope-series") as ex:
+                    inflight: set[Future[Any]] = set()
+                    try:
+                        for task in tasks():
+                            inflight.add(ex.submit(work, *task))
+                            if len(inflight) >= nj * 2:
+                                done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                                for f in done:
+                                    merge(f.result(), bar)
+                        for f in inflight:
+                            merge(f.result(), bar)
+                    except BaseException:
+                        for f in inflight:
+                            f.cancel()
+                        raise
+
+    results = [
+        TensorSeries(t.name, list(t.infos[0].shape), t.layer, t.kind, t.numel, *acc[t.index]) for t in tensors
+    ]
+    return SeriesReport(
+        init={"ref": ick.ref, "path": str(ick.root), "tensors": len(ick), "numel": ick.numel},
+        steps=steps,
+        final={"ref": fck.ref, "index": fin_index},
+        tolerance=float(tolerance),
+        semantics=semantics,
+        tensors=results,
+        findings=findings,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# human output
+
+
+def _pc(x: float | None) -> str:
+    from .report.table import pct
+
+    return "-" if x is None else pct(x)
+
+
+def render(report: SeriesReport, kinds: bool = True) -> str:
+    """The ``series`` output for people: one row per checkpoint, the final split, and per matrix type."""
+    from .report.table import fmt_tol, human_count, table
+
+    obj = report.to_json()
+    n = obj["numel"]
+    fin = report.final
+    fin_label = f"checkpoint {fin['index']}" if fin["index"] is not None else "not one of the checkpoints"
+    out = [
+        f"subnetscope series (updated: |Δ| > {fmt_tol(report.tolerance)}, {report.semantics} semantics)",
+        f"  init:  {report.init['ref']}",
+        f"  final: {fin['ref']} ({fin_label})",
+        f"  {len(report.tensors)} tensors, {human_count(n)} parameters, {len(report.steps)} checkpoints",
+        "",
+    ]
+    head = ["#", "checkpoint", "step", "sparsity vs init", "bit-identical", "sparsity vs prev",
+            "outside final", "ever updated"]  # fmt: skip
+    rows = [
+        [str(s["index"]), s["name"], "-" if s["step"] is None else str(s["step"]), _pc(s["sparsity_vs_init"]),
+         _pc(s["bit_identical_vs_init"]), _pc(s["sparsity_vs_prev"]), _pc(s["outside_final_share"]),
+         _pc(s["ever_updated_share"])]
+        for s in obj["steps"]
+    ]  # fmt: skip
+    out.append(table(head, rows, align="rlrrrrrr"))
+    sp, sb = obj["split"], obj["split_bitwise"]
+    out += [
+        "",
+        f"split of the {n:,} parameters: never updated {sp['never_updated']:,} "
+        f"({_pc(sp['shares']['never_updated'])}), cancelled {sp['cancelled']:,} "
+        f"({_pc(sp['shares']['cancelled'])}), final subnetwork {sp['final_subnetwork']:,} "
+        f"({_pc(sp['shares']['final_subnetwork'])})",
+        f"  bitwise: never touched {sb['never_updated']:,} ({_pc(sb['shares']['never_updated'])}), "
+        f"touched and restored {sb['cancelled']:,} ({_pc(sb['shares']['cancelled'])}), "
+        f"bits differ at the end {sb['final_subnetwork']:,} ({_pc(sb['shares']['final_subnetwork'])})",
+    ]
+    if kinds and obj["by_kind"]:
+        rows = []
+        for k, g in obj["by_kind"].items():
+            s = g["split"]
+            rows.append([k, human_count(g["numel"]), _pc(g["sparsity_vs_init"][-1]),
+                         _pc(s["shares"]["never_updated"]), _pc(s["shares"]["cancelled"]),
+                         _pc(s["shares"]["final_subnetwork"])])  # fmt: skip
+        out += ["", "per matrix type (last checkpoint)",
+                table(["type", "params", "sparsity vs init", "never", "cancelled", "final"], rows)]  # fmt: skip
+    if report.findings:
+        out += ["", f"findings ({len(report.findings)})"]
+        out += [f"  {f.kind:15s} {f.tensor}: {f.detail}" for f in report.findings[:50]]
+        if len(report.findings) > 50:
+            out.append(f"  ... and {len(report.findings) - 50} more (see --format json)")
+    return "\n".join(out)
