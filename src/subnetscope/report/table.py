@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..stats import Counts
 from .schema import Report
@@ -78,4 +79,103 @@ def render_compare(report: Report, layers: bool = True) -> str:
         out += [f"  {f.kind:15s} {f.tensor}: {f.detail}" for f in report.findings[:50]]
         if len(report.findings) > 50:
             out.append(f"  ... and {len(report.findings) - 50} more (see --format json)")
+    return "\n".join(out)
+
+
+# -- update anatomy (issue 5): rank and ULP tables -----------------------------------------------------------
+
+
+def fmt_mult(m: float) -> str:
+    """Rank tolerance multiplier label: ``0.1`` → ``0.1x``."""
+    return f"{m:g}x"
+
+
+def render_rank(obj: Mapping[str, Any], tensors: bool = False) -> str:
+    """The ``rank`` output: overall, per matrix type, and (``tensors``) per matrix, from its JSON form."""
+    mults = [float(m) for m in obj.get("rtol_multipliers", [])]
+    ov = obj.get("overall") or {}
+    sel = obj.get("selection") or {}
+    out = [
+        f"subnetscope rank ({obj.get('method')} on {obj.get('device')})",
+        f"  base:   {(obj.get('base') or {}).get('ref')}",
+        f"  target: {(obj.get('target') or {}).get('ref')}",
+    ]
+    if not ov.get("matrices"):
+        return "\n".join([*out, "  no matrix ranked"])
+    out += [
+        f"  {ov['matrices']} of {sel.get('candidates', ov['matrices'])} 2-D updates ranked; mean rank "
+        f"{ov['mean_rank_pct']:.2f}% of min(rows, cols), {ov['full_rank']} at full rank; mean stable rank "
+        f"{ov['mean_stable_rank']:.1f}, mean effective rank {ov['mean_effective_rank_pct']:.1f}%",
+        "  tolerance: sigma_max * max(rows, cols) * eps(float32) (torch.linalg.matrix_rank's default); "
+        "rank% at multiples of it:",
+        "",
+    ]
+    head = ["type", "matrices", "rank%", "min%", "full", "stable", "eff.rank%",
+            *(f"@{fmt_mult(m)}" for m in mults)]  # fmt: skip
+
+    def row(label: str, s: Mapping[str, Any]) -> list[str]:
+        return [label, str(s["matrices"]), f"{s['mean_rank_pct']:.2f}", f"{s['min_rank_pct']:.2f}",
+                str(s["full_rank"]), f"{s['mean_stable_rank']:.2f}", f"{s['mean_effective_rank_pct']:.1f}",
+                *(f"{x:.2f}" for x in s["mean_rank_pct_at"])]  # fmt: skip
+
+    rows = [row(k, s) for k, s in (obj.get("by_kind") or {}).items()]
+    rows.append(row("overall", ov))
+    out.append(table(head, rows))
+    if tensors:
+        trows = [
+            [t["name"], "x".join(map(str, t["shape"])), str(t["rank"]), str(t["max_rank"]),
+             f"{t['rank_pct']:.2f}", f"{t['stable_rank']:.2f}", f"{t['effective_rank']:.1f}",
+             f"{t['sigma_min'] / t['tol']:.3g}" if t["tol"] else "-", *(str(r) for r in t["ranks_at"])]
+            for t in obj.get("tensors", [])
+        ]  # fmt: skip
+        out += ["", "per matrix (smin/tol: smallest singular value over the rank tolerance)",
+                table(["tensor", "shape", "rank", "max", "rank%", "stable", "eff.rank", "smin/tol",
+                       *(f"@{fmt_mult(m)}" for m in mults)], trows)]  # fmt: skip
+    spec = [t for t in obj.get("tensors", []) if t.get("spectrum")]
+    if spec:
+        out += ["", f"spectrum (k={obj.get('spectrum_k')}): update on the base's principal entries vs random"]
+        srows = []
+        for t in spec:
+            s = t["spectrum"]
+            en = s.get("enrichment")
+            srows.append([
+                t["name"], pct(s["update_density"]),
+                "-" if en is None else f"{en:.3f}",
+                "-" if s.get("mass_enrichment") is None else f"{s['mass_enrichment']:.3f}",
+                f"{max(s['left_angles_deg']):.4f}", f"{max(s['right_angles_deg']):.4f}",
+            ])  # fmt: skip
+        out.append(
+            table(["tensor", "updated", "enrichment", "mass enr.", "max angle L°", "max angle R°"], srows)
+        )
+    return "\n".join(out)
+
+
+def render_ulp(obj: Mapping[str, Any]) -> str:
+    """The ``compare --ulp`` section: changes by ULP distance, weights below one ULP, lost steps."""
+    from ..anatomy.ulp import summarize
+
+    s = summarize(obj)
+    bins = s["bins"]
+
+    def shares(g: Mapping[str, Any]) -> list[str]:
+        n = g["numel"]
+        return [pct(h / n) if n else "-" for h in g["hist"]]
+
+    groups = [(k, g) for k, g in s["by_kind"].items()] + [("overall", s["overall"])]
+    out = [
+        "change size in ULPs of the stored dtype (share of compared elements)",
+        table(["type", "params", *bins], [[k, human_count(g["numel"]), *shares(g)] for k, g in groups]),
+        "",
+        "unchanged weights that could not have moved by <= tol (nearest representable value farther away):",
+    ]
+    ov = s["overall"]
+    for t, b, u, sh in zip(s["tolerances"], ov["below_ulp"], ov["unchanged"], ov["below_ulp_share"]):
+        out.append(f"  tol {fmt_tol(t)}: {b:,} of {u:,} unchanged ({pct(sh)})")
+    if s["step_size"] is not None:
+        out += [
+            "",
+            f"a step of {s['step_size']:g} rounds away (either sign) for {pct(ov['step_lost_share'])} of weights",
+            table(["type", "params", "step lost"],
+                  [[k, human_count(g["numel"]), pct(g["step_lost_share"])] for k, g in groups]),
+        ]  # fmt: skip
     return "\n".join(out)

@@ -1,0 +1,500 @@
+"""Change size against the resolution of the stored dtype, computed in the same streaming pass as compare.
+
+Per tensor (:class:`ULPHistograms`, a :class:`~subnetscope.engine.ChunkConsumer`):
+
+- ``hist``: the ULP distance between base and target, binned ``0, 1, 2, 3-4, 5-16, 17-256, >256`` plus
+  ``nonfinite`` (a changed pair with NaN or Inf on a side). The ULP distance is the number of
+  representable values stepped from the base value to the target value (:func:`ulp_distance`): for two
+  finite values of the same sign it is the difference of their integer bit codes, across zero the two
+  magnitudes' codes add (``+0`` and ``-0`` are one value: distance 0), subnormals are ordinary codes.
+  Inside one binade it equals ``|Δ| / ulp(base)``.
+- ``delta_hist``: the exact ``|Δ|`` (float64, as ``compare --semantics exact``) in fixed log bins: powers of
+  two from 2^-40 to 2^8 plus the pass's tolerances (:func:`delta_edges`). Layout ``[zero, (0, e0],
+  (e0, e1], ..., (e_last, inf), nonfinite]``. :func:`unchanged_at` answers "how many unchanged at tol?"
+  from it afterwards, exactly when ``tol`` is an edge, as a (low, high) bracket otherwise.
+- ``below_ulp``: per tolerance, the bit-identical weights whose nearest representable neighbour (up or
+  down) is farther than the tolerance: "unchanged" means "identical" for them, they could not have moved
+  by less than the tolerance.
+- ``step_lost`` (only with a step size ``s``): weights ``w`` for which ``w + s`` and ``w - s`` both round
+  back to ``w`` in the stored dtype (round to nearest, ties to even), i.e. an update of size ``s`` vanishes.
+
+Same-dtype float pairs get everything; a pair whose dtype changed gets ``delta_hist`` only (values decoded
+on both sides); integer tensors get nothing (their "unchanged" is "identical" at every tolerance).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import DType, decode, decode_table
+from ..errors import SubnetscopeError
+from ..plan import Pair
+
+#: labels of the ULP-distance bins
+ULP_BIN_LABELS: tuple[str, ...] = ("0", "1", "2", "3-4", "5-16", "17-256", ">256", "nonfinite")
+#: upper (inclusive) ULP distance of each finite bin but the last
+_ULP_UPPER = np.array([0, 1, 2, 4, 16, 256], dtype=np.uint64)
+#: fixed edges of the |Δ| histogram: powers of two from 2^-40 to 2^8
+DEFAULT_DELTA_EDGES: tuple[float, ...] = tuple(2.0**e for e in range(-40, 9))
+
+REPORT_KEY = "ulp"
+
+
+class MissingAnatomyError(SubnetscopeError):
+    """A report lacks the data a question needs (e.g. no ULP histograms: compare ran without ``--ulp``)."""
+
+
+def delta_edges(tolerances: Sequence[float] = ()) -> list[float]:
+    """Edges of the |Δ| histogram: :data:`DEFAULT_DELTA_EDGES` plus every positive finite tolerance."""
+    extra = [float(t) for t in tolerances if t > 0 and math.isfinite(t)]
+    return sorted(set(DEFAULT_DELTA_EDGES) | set(extra))
+
+
+def _sign_mag(bits: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndarray]:
+    width = 8 * dtype.itemsize
+    u = bits.astype(np.uint64, copy=False)
+    sign = (u >> np.uint64(width - 1)).astype(bool)
+    mag = u & np.uint64((1 << (width - 1)) - 1)
+    return sign, mag
+
+
+def nonfinite_mask(bits: np.ndarray, dtype: DType) -> np.ndarray:
+    """True where the raw ``bits`` of float ``dtype`` encode NaN or Inf."""
+    if dtype.nonfinite is None:
+        return np.zeros(bits.shape, dtype=bool)
+    m, v = dtype.nonfinite
+    out: np.ndarray = (bits & bits.dtype.type(m)) == bits.dtype.type(v)
+    return out
+
+
+def ulp_distance(a_bits: np.ndarray, b_bits: np.ndarray, dtype: DType) -> np.ndarray:
+    """Number of representable values of ``dtype`` stepped from ``a`` to ``b`` (uint64).
+
+    Same sign: ``|code(a) - code(b)|``; opposite signs: ``mag(a) + mag(b)`` (``±0`` count as one value, so
+    ``-0`` to ``+0`` is 0 and ``-tiny`` to ``+tiny`` is 2). Meaningless where either side is NaN/Inf: mask
+    those with :func:`nonfinite_mask`.
+    """
+    sa, ma = _sign_mag(a_bits, dtype)
+    sb, mb = _sign_mag(b_bits, dtype)
+    same = sa == sb
+    out: np.ndarray = np.where(same, np.maximum(ma, mb) - np.minimum(ma, mb), ma + mb)
+    return out
+
+
+def ulp_bin(dist: np.ndarray) -> np.ndarray:
+    """Index into :data:`ULP_BIN_LABELS` (0..6) of finite ULP distances."""
+    out: np.ndarray = np.searchsorted(_ULP_UPPER, dist, side="left")
+    return out
+
+
+@cache
+def _spacing_tables(code: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every magnitude code of an 8/16-bit float: (up spacing, down spacing, value); NaN if not finite."""
+    table = decode_table(code)
+    half = table.size // 2
+    vals = table[:half].astype(np.float64)
+    finite = np.isfinite(vals)
+    up = np.full(half, np.nan)
+    down = np.full(half, np.nan)
+    nxt_ok = finite[:-1] & finite[1:]
+    up[:-1][nxt_ok] = vals[1:][nxt_ok] - vals[:-1][nxt_ok]
+    down[1:][nxt_ok] = vals[1:][nxt_ok] - vals[:-1][nxt_ok]
+    down[0] = up[0]  # stepping away from zero either way reaches the smallest subnormal
+    top = np.flatnonzero(finite)[-1]  # largest finite magnitude: no finite value above
+    up[top] = down[top]
+    for arr in (up, down, vals):
+        arr.setflags(write=False)
+    return up, down, vals
+
+
+def spacings(bits: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from each value's magnitude to the next larger and the next smaller representable
+    magnitude (float64; at zero both are the smallest subnormal; NaN for NaN/Inf)."""
+    if dtype.itemsize <= 2:
+        up_t, down_t, _ = _spacing_tables(dtype.code)
+        _, mag = _sign_mag(bits, dtype)
+        idx = mag.astype(np.intp)
+        return up_t[idx], down_t[idx]
+    ftype = np.float32 if dtype.itemsize == 4 else np.float64
+    v = np.abs(bits.view(ftype))
+    with np.errstate(invalid="ignore", over="ignore"):
+        hi = np.nextafter(v, ftype(np.inf))
+        lo = np.nextafter(v, ftype(0))
+        up = hi.astype(np.float64) - v.astype(np.float64)
+        down = v.astype(np.float64) - lo.astype(np.float64)
+    zero = v == 0
+    down[zero] = up[zero]
+    top = np.isinf(hi) & np.isfinite(v)
+    up[top] = down[top]
+    bad = ~np.isfinite(v)
+    up[bad] = np.nan
+    down[bad] = np.nan
+    return up, down
+
+
+def _lost(up: np.ndarray, down: np.ndarray, even: np.ndarray, step: float) -> np.ndarray:
+    """A step of ``step`` rounds back to the value both upwards and downwards (ties go to the even code)."""
+    with np.errstate(invalid="ignore"):
+        lost_up = (step < up / 2) | ((step == up / 2) & even)
+        lost_down = (step < down / 2) | ((step == down / 2) & even)
+    out: np.ndarray = lost_up & lost_down
+    return out
+
+
+def step_lost(bits: np.ndarray, dtype: DType, step: float) -> np.ndarray:
+    """True where ``w + step`` and ``w - step`` both round back to ``w`` (round to nearest even)."""
+    up, down = spacings(bits, dtype)
+    even = (bits & bits.dtype.type(1)) == 0
+    return _lost(up, down, even, float(step))
+
+
+def _min_spacing(up: np.ndarray, down: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.fmin(up, down)
+    return out
+
+
+@dataclass
+class _Partial:
+    """Mergeable per-chunk (and per-tensor) state."""
+
+    ulp: np.ndarray | None  #: 8 counts
+    delta: np.ndarray  #: E + 3 counts
+    mag_same: np.ndarray | None = None  #: 8/16-bit: histogram of magnitude codes of identical elements
+    mag_all: np.ndarray | None = None  #: 8/16-bit with a step size: histogram of all base magnitude codes
+    below: np.ndarray | None = None  #: wider dtypes: counts per tolerance
+    lost: int = 0  #: wider dtypes: step_lost count
+
+    def add(self, o: _Partial) -> None:
+        if self.ulp is not None and o.ulp is not None:
+            self.ulp += o.ulp
+        self.delta += o.delta
+        for name in ("mag_same", "mag_all", "below"):
+            mine, theirs = getattr(self, name), getattr(o, name)
+            if mine is not None and theirs is not None:
+                mine += theirs
+        self.lost += o.lost
+
+
+class ULPHistograms:
+    """The :class:`~subnetscope.engine.ChunkConsumer` that computes the ULP and |Δ| histograms.
+
+    Pass it to :func:`subnetscope.compare` (``consumers=[h]``), then :func:`attach` it to the report so the
+    report carries the bin edges; or use :func:`compare_ulp`, which does both.
+    """
+
+    key = REPORT_KEY
+
+    def __init__(
+        self, tolerances: Sequence[float], step_size: float | None = None, use_numba: bool | None = None
+    ) -> None:
+        if step_size is not None and not (step_size > 0 and math.isfinite(step_size)):
+            raise SubnetscopeError(f"step size {step_size!r} is not a positive number", "use e.g. 1e-6")
+        from .ulp_kernels import USING_NUMBA
+
+        self.use_numba = USING_NUMBA if use_numba is None else (use_numba and USING_NUMBA)
+        self.tolerances = [float(t) for t in tolerances]
+        self.step_size = None if step_size is None else float(step_size)
+        self.edges = np.array(delta_edges(self.tolerances), dtype=np.float64)
+        self._tol = np.array(self.tolerances, dtype=np.float64)
+        self._edge_index: tuple[np.ndarray, np.ndarray, int, int] | None = None
+
+    # -- per chunk (worker threads) -----------------------------------------------------------------------
+    def _delta_counts(self, d: np.ndarray, zero_extra: int) -> np.ndarray:
+        ne = self.edges.size
+        out = np.zeros(ne + 3, dtype=np.int64)
+        fin = np.isfinite(d)
+        out[-1] = int(d.size - np.count_nonzero(fin))
+        df = d[fin]
+        pos = df[df > 0]
+        out[0] = zero_extra + (df.size - pos.size)
+        if pos.size:
+            out[1 : ne + 2] = np.bincount(np.searchsorted(self.edges, pos, side="left"), minlength=ne + 1)
+        return out
+
+    def chunk(
+        self, pair: Pair, start: int, base_bits: np.ndarray, target_bits: np.ndarray
+    ) -> _Partial | None:
+        """Histograms of one chunk (a small partial result)."""
+        bd, td = pair.base.dtype, pair.target.dtype
+        if not (bd.is_float and td.is_float):
+            return None
+        if not pair.same_dtype:
+            av, bv = decode(base_bits, bd), decode(target_bits, td)
+            with np.errstate(invalid="ignore"):
+                same = (av == bv) | (np.isnan(av) & np.isnan(bv))
+                d = np.abs(bv[~same] - av[~same])
+            return _Partial(None, self._delta_counts(d, int(np.count_nonzero(same))))
+        a, b = base_bits, target_bits
+        if self.use_numba:
+            return self._chunk_numba(bd, a, b)
+        idx = np.flatnonzero(a != b)
+        n_same = a.size - idx.size
+        ac, bc = a[idx], b[idx]
+        # ULP distance of the changed elements
+        nf = nonfinite_mask(ac, bd) | nonfinite_mask(bc, bd)
+        ulp = np.zeros(len(ULP_BIN_LABELS), dtype=np.int64)
+        fin = ~nf
+        ulp[:7] = np.bincount(ulp_bin(ulp_distance(ac[fin], bc[fin], bd)), minlength=7)
+        ulp[0] += n_same
+        ulp[7] = int(np.count_nonzero(nf))
+        # exact |Δ|
+        with np.errstate(invalid="ignore"):
+            d = np.abs(decode(bc, bd) - decode(ac, bd))
+        part = _Partial(ulp, self._delta_counts(d, n_same))
+        if bd.itemsize <= 2:
+            nmag = 1 << (8 * bd.itemsize - 1)
+            m = a.dtype.type(nmag - 1)
+            h_all = np.bincount(a & m, minlength=nmag)
+            h_changed = np.bincount(ac & m, minlength=nmag)
+            part.mag_same = h_all - h_changed
+            if self.step_size is not None:
+                part.mag_all = h_all
+        else:
+            same_bits = np.delete(a, idx) if idx.size else a
+            up, down = spacings(same_bits, bd)
+            ms = _min_spacing(up, down)
+            with np.errstate(invalid="ignore"):
+                part.below = np.array([np.count_nonzero(ms > t) for t in self._tol], dtype=np.int64)
+            if self.step_size is not None:
+                part.lost = int(np.count_nonzero(step_lost(a, bd, self.step_size)))
+        return part
+
+    def _chunk_numba(self, bd: DType, a: np.ndarray, b: np.ndarray) -> _Partial:
+        from .ulp_kernels import edge_index, ulp_hist_chunk
+
+        if self._edge_index is None:
+            self._edge_index = edge_index(self.edges)
+        small = bd.itemsize <= 2
+        nmag = 1 << (8 * bd.itemsize - 1)
+        ulp_out = np.zeros(len(ULP_BIN_LABELS), dtype=np.int64)
+        part = _Partial(ulp_out, np.zeros(self.edges.size + 3, dtype=np.int64))
+        mag_all = np.zeros(nmag, dtype=np.int64) if small else None
+        mag_changed = np.zeros(nmag, dtype=np.int64) if small else None
+        assert bd.nonfinite is not None
+        ulp_hist_chunk(a, b, 8 * bd.itemsize, bd.nonfinite, decode_table(bd.code) if small else None,
+                       self._edge_index, ulp_out, part.delta, mag_all, mag_changed)  # fmt: skip
+        if mag_all is not None and mag_changed is not None:
+            part.mag_same = mag_all - mag_changed
+            if self.step_size is not None:
+                part.mag_all = mag_all
+        else:
+            same_bits = a[a == b]
+            up, down = spacings(same_bits, bd)
+            ms = _min_spacing(up, down)
+            with np.errstate(invalid="ignore"):
+                part.below = np.array([np.count_nonzero(ms > t) for t in self._tol], dtype=np.int64)
+            if self.step_size is not None:
+                part.lost = int(np.count_nonzero(step_lost(a, bd, self.step_size)))
+        return part
+
+    # -- main thread ----------------------------------------------------------------------------------------
+    def merge(self, pair: Pair, state: _Partial | None, partial: _Partial | None) -> _Partial | None:
+        """Fold one chunk's partial into the tensor's state."""
+        if partial is None:
+            return state
+        if state is None:
+            return partial
+        state.add(partial)
+        return state
+
+    def finish(self, pair: Pair, state: _Partial | None) -> dict[str, Any] | None:
+        """The tensor's JSON entry (``None`` for integer tensors)."""
+        if state is None:
+            if pair.base.dtype.is_float and pair.target.dtype.is_float:
+                # an empty tensor: every count zero
+                state = _Partial(
+                    np.zeros(len(ULP_BIN_LABELS), dtype=np.int64) if pair.same_dtype else None,
+                    np.zeros(self.edges.size + 3, dtype=np.int64),
+                )
+            else:
+                return None
+        out: dict[str, Any] = {
+            "hist": None if state.ulp is None else [int(x) for x in state.ulp],
+            "delta_hist": [int(x) for x in state.delta],
+            "below_ulp": None,
+        }
+        bd = pair.base.dtype
+        if state.ulp is None:
+            return out
+        if bd.itemsize <= 2:
+            up_t, down_t, _ = _spacing_tables(bd.code)
+            ms = _min_spacing(up_t, down_t)
+            h = state.mag_same if state.mag_same is not None else np.zeros(ms.size, dtype=np.int64)
+            with np.errstate(invalid="ignore"):
+                out["below_ulp"] = [int(h[ms > t].sum()) for t in self._tol]
+            if self.step_size is not None:
+                codes = np.arange(ms.size, dtype=np.uint64)
+                lost = _lost(up_t, down_t, (codes & np.uint64(1)) == 0, self.step_size)
+                h_all = state.mag_all if state.mag_all is not None else np.zeros(ms.size, dtype=np.int64)
+                out["step_lost"] = int(h_all[lost].sum())
+        else:
+            below = state.below if state.below is not None else np.zeros(self._tol.size, dtype=np.int64)
+            out["below_ulp"] = [int(x) for x in below]
+            if self.step_size is not None:
+                out["step_lost"] = state.lost
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """The report-level block: bin labels, |Δ| edges, tolerances, step size."""
+        return {
+            "ulp_bins": list(ULP_BIN_LABELS),
+            "delta_edges": [float(e) for e in self.edges],
+            "delta_layout": "[zero, (0, e0], (e0, e1], ..., (e_last, inf), nonfinite]",
+            "tolerances": list(self.tolerances),
+            "step_size": self.step_size,
+        }
+
+
+def attach(report: Any, consumer: ULPHistograms) -> None:
+    """Record the consumer's bins and edges in ``report.extra`` (so the JSON can be read on its own)."""
+    report.extra[REPORT_KEY] = consumer.describe()
+
+
+def compare_ulp(
+    base: Any,
+    target: Any,
+    tolerances: Sequence[float] | None = None,
+    step_size: float | None = None,
+    **kw: Any,
+) -> Any:
+    """:func:`subnetscope.compare` with :class:`ULPHistograms` in the same pass; returns the Report."""
+    from ..comparison import DEFAULT_TOLERANCES, check_tolerances, compare
+
+    tols = check_tolerances(DEFAULT_TOLERANCES if tolerances is None else tolerances)
+    h = ULPHistograms(tols, step_size)
+    report = compare(base, target, tols, consumers=[*kw.pop("consumers", ()), h], **kw)
+    attach(report, h)
+    return report
+
+
+# -- questions answered from a report afterwards -------------------------------------------------------------
+
+
+def _as_json(report: Any) -> Mapping[str, Any]:
+    if isinstance(report, Mapping):
+        return report
+    out: Mapping[str, Any] = report.to_json()
+    return out
+
+
+def _block(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    blk = obj.get(REPORT_KEY)
+    if not isinstance(blk, Mapping) or "delta_edges" not in blk:
+        raise MissingAnatomyError(
+            "the report has no ULP / |Δ| histograms", "rerun compare with --ulp (or use compare_ulp())"
+        )
+    return blk
+
+
+def unchanged_bounds(delta_hist: Sequence[int], edges: Sequence[float], tol: float) -> tuple[int, int]:
+    """(low, high) bounds on the elements with ``|Δ| <= tol`` from one ``delta_hist``; equal when ``tol``
+    is 0 or an edge. Non-finite differences never count as unchanged."""
+    e = list(edges)
+    if len(delta_hist) != len(e) + 3:
+        raise MissingAnatomyError(
+            f"a |Δ| histogram has {len(delta_hist)} bins for {len(e)} edges", "regenerate the report"
+        )
+    # delta_hist[1 + j] holds (e[j-1], e[j]] (e[-1] = 0); delta_hist[1 + len(e)] holds (e_last, inf)
+    j = bisect.bisect_right(e, tol) if tol > 0 else 0
+    lo = int(delta_hist[0]) + sum(int(x) for x in delta_hist[1 : 1 + j])
+    exact = tol <= 0 or (j > 0 and e[j - 1] == tol)
+    return lo, lo if exact else lo + int(delta_hist[1 + j])
+
+
+def unchanged_at(report: Any, tol: float, tensors: Sequence[str] | None = None) -> tuple[int, int]:
+    """(low, high) number of elements with ``|Δ| <= tol`` (exact semantics), summed over the report's tensors
+    (or the named ones), from the ``--ulp`` histograms alone; low == high when ``tol`` is 0 or one of the
+    histogram's edges (every power of two from 2^-40 to 2^8 and every tolerance the pass ran with).
+
+    Integer tensors count their bit-identical elements at every tolerance (as compare does); elements only
+    the target has (a resized vocabulary) are changed.
+    """
+    obj = _as_json(report)
+    edges = _block(obj)["delta_edges"]
+    want = set(tensors) if tensors is not None else None
+    lo = hi = 0
+    for t in obj["tensors"]:
+        if want is not None and t["name"] not in want:
+            continue
+        entry = t.get(REPORT_KEY)
+        if entry is None:
+            if str(t["dtype"]).startswith(("I", "U", "BOOL")):
+                lo += int(t["identical"])
+                hi += int(t["identical"])
+                continue
+            raise MissingAnatomyError(
+                f"tensor {t['name']!r} has no |Δ| histogram", "rerun compare with --ulp on every tensor"
+            )
+        a, b = unchanged_bounds(entry["delta_hist"], edges, tol)
+        lo += a
+        hi += b
+    return lo, hi
+
+
+def sparsity_at(report: Any, tol: float) -> tuple[float, float]:
+    """(low, high) update sparsity of the whole report at ``tol`` (see :func:`unchanged_at`)."""
+    obj = _as_json(report)
+    numel = int(obj["overall"]["numel"])
+    lo, hi = unchanged_at(obj, tol)
+    return (lo / numel, hi / numel) if numel else (1.0, 1.0)
+
+
+def summarize(report: Any) -> dict[str, Any]:
+    """Sums of the per-tensor ULP data, overall and per matrix type.
+
+    Returns ``{"bins", "delta_edges", "tolerances", "step_size", "overall": {...}, "by_kind": {kind: {...}}}``
+    where each group has ``numel`` (elements of tensors with a ULP histogram), ``hist``, ``delta_hist``,
+    ``below_ulp`` (per tolerance), ``unchanged`` (the compare counts of the same tensors, per tolerance),
+    ``below_ulp_share`` (below_ulp / unchanged) and, with a step size, ``step_lost`` and ``step_lost_share``.
+    """
+    obj = _as_json(report)
+    blk = _block(obj)
+    nt = len(blk["tolerances"])
+    # compare's tolerance order may differ from the consumer's when a mask tolerance was appended
+    rep_tols = [float(t) for t in obj["tolerances"]]
+    pos = [rep_tols.index(float(t)) if float(t) in rep_tols else None for t in blk["tolerances"]]
+    nd = len(blk["delta_edges"]) + 3
+
+    def empty() -> dict[str, Any]:
+        return {"tensors": 0, "numel": 0, "hist": [0] * len(ULP_BIN_LABELS), "delta_hist": [0] * nd,
+                "below_ulp": [0] * nt, "unchanged": [0] * nt, "step_lost": 0}  # fmt: skip
+
+    groups: dict[str, dict[str, Any]] = {"overall": empty()}
+    for t in obj["tensors"]:
+        e = t.get(REPORT_KEY)
+        if not e or e.get("hist") is None:
+            continue
+        for g in (groups["overall"], groups.setdefault(t["kind"], empty())):
+            g["tensors"] += 1
+            g["numel"] += int(t.get("compared", t["numel"]))
+            g["hist"] = [x + y for x, y in zip(g["hist"], e["hist"])]
+            g["delta_hist"] = [x + y for x, y in zip(g["delta_hist"], e["delta_hist"])]
+            g["below_ulp"] = [x + y for x, y in zip(g["below_ulp"], e["below_ulp"] or [0] * nt)]
+            g["unchanged"] = [
+                x + (int(t["unchanged"][p]) if p is not None else 0) for x, p in zip(g["unchanged"], pos)
+            ]
+            g["step_lost"] += int(e.get("step_lost", 0))
+    for g in groups.values():
+        g["below_ulp_share"] = [b / u if u else 0.0 for b, u in zip(g["below_ulp"], g["unchanged"])]
+        if blk.get("step_size") is not None:
+            g["step_lost_share"] = g["step_lost"] / g["numel"] if g["numel"] else 0.0
+        else:
+            del g["step_lost"]
+    overall = groups.pop("overall")
+    from ..naming import KINDS
+
+    return {
+        "bins": list(blk["ulp_bins"]),
+        "delta_edges": list(blk["delta_edges"]),
+        "tolerances": list(blk["tolerances"]),
+        "step_size": blk.get("step_size"),
+        "overall": overall,
+        "by_kind": {k: groups[k] for k in KINDS if k in groups},
+    }

@@ -1,0 +1,36 @@
+"""``subnetscope report``."""
+
+from __future__ import annotations
+
+import click
+
+from .common import log
+
+
+@click.command("report")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--add",
+    "added",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Another compare or rank JSON report to include (repeatable).",
+)
+@click.option("--label", "labels", multiple=True, help="Label of each compare report, in order (repeatable).")
+@click.option("--title", default=None, help="Page title.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="The HTML file to write."
+)
+def report(reports: tuple[str, ...], added: tuple[str, ...], labels: tuple[str, ...], title: str | None,
+           output: str) -> None:  # fmt: skip
+    """One self-contained HTML page from compare and rank JSON REPORTS.
+
+    Headline sparsity, tolerance table, layer x matrix heatmap, ULP histogram (compare --ulp), rank table
+    (a rank report, or compare --rank); with several compare reports, a comparison table and bar chart.
+    """  # fmt: skip
+    from ..report.html import write_html
+    from ..report.schema import load_json
+
+    objs = [load_json(p) for p in (*reports, *added)]
+    write_html(output, objs, labels=list(labels) or None, title=title, sources=[*reports, *added])
+    log(f"report written to {output}")
