@@ -184,7 +184,9 @@ class MaskFile(Mapping[str, np.ndarray]):
             #: base dtype code per tensor (as stored in the base checkpoint)
             self.dtypes: dict[str, str] = json.loads(meta.get("dtypes", "{}"))
         except ValueError:
-            raise MaskFormatError(f"{self.path}: mask metadata 'dtypes' is damaged", "regenerate the mask") from None
+            raise MaskFormatError(
+                f"{self.path}: mask metadata 'dtypes' is damaged", "regenerate the mask"
+            ) from None
         self.semantics = meta.get("semantics", "exact")
         self.metadata = meta
         self._infos = header.tensors
