@@ -1,0 +1,163 @@
+"""``subnetscope delta export`` and ``subnetscope delta apply``."""
+
+from __future__ import annotations
+
+import click
+
+from .common import emit_json, format_option, jobs_option
+
+
+def _size(n: int) -> str:
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
+
+
+def _parse_size(value: str) -> int:
+    """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a number of bytes."""
+    v = value.strip().upper()
+    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
+    for suffix, mult in units.items():
+        if v.endswith(suffix):
+            v, scale = v[: -len(suffix)], mult
+            break
+    else:
+        scale = 1
+    try:
+        n = int(float(v) * scale)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a size (use e.g. 5GB, 500MB or a number of bytes)"
+        ) from None
+    if n <= 0:
+        raise click.BadParameter("the size must be positive")
+    return n
+
+
+@click.group("delta")
+def delta() -> None:
+    """Export or apply a sparse, bit-exact delta between two checkpoints.
+
+    A delta stores, per tensor, which elements changed (any bit) and their new values, so that
+    `delta apply` rebuilds TARGET byte for byte from BASE.
+    """
+
+
+@delta.command("export")
+@click.argument("base")
+@click.argument("target")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Delta directory to write.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace OUTPUT if it exists (only once the new delta is complete)."
+)
+@click.option(
+    "--level", type=click.IntRange(-7, 22), default=1, show_default=True, help="zstd level of the blobs."
+)
+@click.option(
+    "--chunk-elements",
+    type=click.IntRange(8, 1 << 28),
+    default=1 << 20,
+    show_default=True,
+    help="Elements per chunk.",
+)
+@jobs_option
+@format_option
+def export(
+    base: str,
+    target: str,
+    output: str,
+    overwrite: bool,
+    level: int,
+    chunk_elements: int,
+    jobs: int | None,
+    fmt: str,
+) -> None:
+    """Write the delta that rebuilds TARGET from BASE into the directory OUTPUT.
+
+    BASE and TARGET: a checkpoint directory, a .safetensors file, an index file, or a hub id org/name[@rev].
+    """
+    from ..delta import export_delta
+
+    if chunk_elements % 8:
+        raise click.BadParameter("must be a multiple of 8", param_hint="--chunk-elements")
+    res = export_delta(
+        base, target, output, jobs=jobs, chunk_elements=chunk_elements, zstd_level=level,
+        overwrite=overwrite, progress=fmt == "human",
+    )  # fmt: skip
+    j = res.to_json()
+    if fmt == "json":
+        emit_json(j)
+        return
+    enc = ", ".join(f"{n} {k}" for k, n in sorted(j["encodings"].items(), key=lambda kv: -kv[1]))
+    click.echo(f"delta      {res.path}")
+    click.echo(f"tensors    {j['tensors']}: {enc}; {len(j['removed'])} removed")
+    click.echo(f"changed    {j['changed']:,} of {j['numel']:,} elements ({100 * j['density']:.2f} %)")
+    click.echo(
+        f"size       {_size(j['delta_bytes'])} = {j['ratio']:.3f} x TARGET ({_size(j['target_bytes'])})"
+    )
+
+
+@delta.command("apply")
+@click.argument("base")
+@click.argument("delta_dir", metavar="DELTA_DIR", type=click.Path(file_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Checkpoint directory to write.",
+)
+@click.option("--verify", is_flag=True, help="Check the sha256 of every rebuilt tensor against the delta.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace OUTPUT if it exists (only once the new one is complete)."
+)
+@click.option(
+    "--max-shard-size",
+    "max_shard",
+    default="5GB",
+    show_default=True,
+    help="Largest weight file written (e.g. 2GB, 500MB).",
+)
+@jobs_option
+@format_option
+def apply(
+    base: str,
+    delta_dir: str,
+    output: str,
+    verify: bool,
+    overwrite: bool,
+    max_shard: str,
+    jobs: int | None,
+    fmt: str,
+) -> None:
+    """Rebuild TARGET from BASE and DELTA_DIR as a Hugging Face checkpoint directory OUTPUT.
+
+    Refuses, writing nothing, a BASE other than the one the delta was made against and a damaged delta.
+    """
+    from ..delta import apply_delta
+
+    max_bytes = _parse_size(max_shard)
+    res = apply_delta(
+        base, delta_dir, output, verify=verify, jobs=jobs, max_shard_bytes=max_bytes, overwrite=overwrite,
+        progress=fmt == "human",
+    )  # fmt: skip
+    if fmt == "json":
+        emit_json(res.to_json())
+        return
+    click.echo(f"checkpoint {res.path}")
+    shards = [f for f in res.files if f.endswith(".safetensors")]
+    where = shards[0] if len(shards) == 1 else f"{len(shards)} shards {shards[0]} .. {shards[-1]} + index"
+    click.echo(f"tensors    {res.tensors} ({_size(res.nbytes)}) in {where}")
+    click.echo(
+        f"copied     {', '.join(res.side_files) or 'no config/tokenizer files'} (from the {res.side_files_from})"
+    )
+    click.echo(f"verified   {'every tensor matches its sha256' if res.verified else 'no (pass --verify)'}")
