@@ -114,14 +114,14 @@ def _mask_nb(a, b, av, bv, lut, kind, ref, tm, out):  # pragma: no cover - jitte
 _NB = None
 if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() in ("", "0"):
     try:
-        import numba
+        import numba as _numba
     except ImportError:  # pragma: no cover - numba is a dependency; this is the safety net
-        numba = None
-    if numba is not None:
-        _diff_j = numba.njit(inline="always", boundscheck=False)(_diff_nb)
+        _numba = None  # type: ignore[assignment]
+    if _numba is not None:
+        _diff_j = _numba.njit(inline="always", boundscheck=False)(_diff_nb)
         _NB = (
-            numba.njit(nogil=True, cache=True, boundscheck=False)(_dense4_nb),
-            numba.njit(nogil=True, cache=True, boundscheck=False)(_mask_nb),
+            _numba.njit(nogil=True, cache=True, boundscheck=False)(_dense4_nb),
+            _numba.njit(nogil=True, cache=True, boundscheck=False)(_mask_nb),
         )
 USING_NUMBA = _NB is not None
 
