@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .engine import ChunkConsumer, PassOptions, run_pass
+from .engine import ChunkConsumer, PassOptions
 from .errors import StrictCheckError, UsageError
 from .io.checkpoint import Checkpoint
-from .plan import Plan, make_plan
+from .plan import Pair, Plan, make_plan
 from .refs import load_checkpoint
 from .report.schema import Finding, Report
 from .stats import TensorStats
+
+if TYPE_CHECKING:
+    from .engine import MaskSink
+    from .executors import Executor
+    from .resume import ResumeState
 
 #: the paper's Table 6 sweep; 1e-5 is its headline tolerance
 DEFAULT_TOLERANCES: tuple[float, ...] = (1e-8, 1e-7, 1e-6, 1e-5)
@@ -54,14 +60,17 @@ def nonfinite_findings(report: Report) -> list[Finding]:
 
 
 def describe(ck: Checkpoint) -> dict[str, object]:
-    """The ``base`` / ``target`` block of a report."""
-    return {
+    """The ``base`` / ``target`` block of a report (``format`` only for non-safetensors inputs)."""
+    out: dict[str, object] = {
         "ref": ck.ref,
         "path": str(ck.root),
         "files": len(ck.files),
         "tensors": len(ck),
         "numel": ck.numel,
     }
+    if ck.format != "safetensors":
+        out["format"] = ck.format
+    return out
 
 
 def compare(
@@ -77,6 +86,9 @@ def compare(
     consumers: Sequence[ChunkConsumer] = (),
     progress: bool = False,
     chunk_elements: int | None = None,
+    executor: str | Executor | None = None,
+    ray_address: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Compare ``target`` with ``base`` tensor by tensor and return a :class:`Report`.
 
@@ -96,6 +108,14 @@ def compare(
             JSON under their ``key``).
         progress: show a progress bar on stderr (only when it is a terminal).
         chunk_elements: elements per read (default 1 Mi).
+        executor: ``"threads"`` (default), ``"serial"``, ``"processes"`` (``jobs`` local processes),
+            ``"ray"``, or an :class:`~subnetscope.executors.Executor`; the report does not depend on it.
+        ray_address: with ``executor="ray"``: the cluster to join (default: start a local instance).
+        resume: a directory keeping finished tensors' stats (see :mod:`subnetscope.resume`): an interrupted
+            run given the same directory continues where it stopped, with the same report.
+
+    FP8 weights with block scales (``X.weight`` + ``X.weight_scale_inv``) are also compared by dequantized
+    value in the same pass; the report then has an ``fp8`` section (see :mod:`subnetscope.fp8`).
     """
     tols = check_tolerances(tolerances)
     if semantics not in ("exact", "reference"):
@@ -108,15 +128,25 @@ def compare(
     elif mask_out is not None and mask_tolerance not in tols:
         tols.append(mask_tolerance)
         report.tolerances = tols
+    from . import fp8
+    from .executors import make_executor
+
+    ex = (
+        make_executor(executor, jobs, ray_address)
+        if executor is None or isinstance(executor, str)
+        else executor
+    )
+    fp8_counter, fp8_plan = fp8.consumer_for(plan, tols, semantics)
+    extra_consumers = [fp8_counter] if fp8_counter is not None else []
     opts = PassOptions(tols, semantics, jobs=jobs, mask_tolerance=mask_tolerance, progress=progress,
-                       consumers=list(consumers))  # fmt: skip
+                       consumers=[*consumers, *extra_consumers])  # fmt: skip
     if chunk_elements:
         opts.chunk_elements = chunk_elements
+    report.tensors = _run(plan, opts, ex, mask_out, mask_tolerance, semantics, resume)
     if mask_out is not None:
-        report.tensors = _with_mask(plan, opts, mask_out, mask_tolerance, semantics)
         report.extra["mask"] = {"path": str(mask_out), "tolerance": mask_tolerance}
-    else:
-        report.tensors = run_pass(plan, opts)
+    if fp8_counter is not None:
+        fp8.attach(report, fp8_plan)
     report.findings.extend(nonfinite_findings(report))
     if strict and report.findings:
         kinds = sorted({f.kind for f in report.findings})
@@ -129,9 +159,38 @@ def compare(
     return report
 
 
-def _with_mask(
-    plan: Plan, opts: PassOptions, mask_out: str | os.PathLike[str], tol: float, semantics: str
+def _run(
+    plan: Plan,
+    opts: PassOptions,
+    ex: Executor,
+    mask_out: str | os.PathLike[str] | None,
+    tol: float,
+    semantics: str,
+    resume: str | os.PathLike[str] | None,
 ) -> list[TensorStats]:
+    """The pass on ``ex``, with the mask file and the resume journal when asked for."""
+    state = None
+    if resume is not None:
+        from .resume import open_resume
+
+        state = open_resume(resume, plan, opts, tol if mask_out is not None else None)
+        opts.on_tensor_done = state.record
+    try:
+        todo = plan.pairs if state is None else state.pending(plan.pairs)
+        if mask_out is None:
+            fresh = ex.run(plan, opts, None, todo)
+        else:
+            fresh = _with_mask(plan, opts, ex, todo, mask_out, tol, semantics, state)
+        return fresh if state is None else state.merged(fresh)
+    finally:
+        if state is not None:
+            state.close()
+
+
+def _with_mask(
+    plan: Plan, opts: PassOptions, ex: Executor, todo: list[Pair], mask_out: str | os.PathLike[str], tol: float,
+    semantics: str, state: ResumeState | None,
+) -> list[TensorStats]:  # fmt: skip
     from .fingerprint import of_checkpoint
     from .maskfile import MaskWriter
 
@@ -141,4 +200,8 @@ def _with_mask(
     extra = {"base_ref": plan.base.ref, "target_ref": plan.target.ref}
     dtypes = {p.name: p.base.dtype.code for p in plan.pairs}
     with MaskWriter(mask_out, shapes, fp, tol, semantics, extra, dtypes=dtypes) as w:
-        return run_pass(plan, opts, mask_sink=w)
+        sink: MaskSink = w
+        if state is not None:
+            state.replay(w)
+            sink = state.tee(w)
+        return ex.run(plan, opts, sink, todo)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .common import emit_json, format_option, jobs_option, log, parse_tolerances, write_json_file
@@ -47,7 +49,40 @@ from .common import emit_json, format_option, jobs_option, log, parse_tolerances
     "--chunk-elements", type=click.IntRange(8, 1 << 28), default=None, help="Elements per read (default 1Mi)."
 )
 @click.option(
+    "--executor",
+    type=click.Choice(["serial", "threads", "processes", "ray"]),
+    default="threads",
+    show_default=True,
+    help="Where the pass runs: -j threads, -j local processes, or Ray tasks. The report is the same.",
+)
+@click.option(
+    "--ray-address", default=None, metavar="ADDR", help="With --executor ray: join this cluster (e.g. auto)."
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Keep finished tensors' stats in DIR; rerun with the same DIR to continue an interrupted run.",
+)
+@click.option(
     "--layers/--no-layers", default=True, show_default=True, help="Show the per-layer table (human format)."
+)
+@click.option("--ulp", is_flag=True, help="Also histogram change sizes in ULPs and |delta| (same pass).")
+@click.option(
+    "--step-size", type=float, default=None, help="With --ulp: share of weights that round a step of S away."
+)
+@click.option("--rank", "rank", is_flag=True, help="Also compute the rank of every 2-D update (second read).")
+@click.option(
+    "--rank-sample", type=click.IntRange(1), default=None, help="--rank on N random 2-D tensors only."
+)
+@click.option("--rank-layers", default=None, help="--rank on these layers only, e.g. 0,5,10.")
+@click.option(
+    "--spectrum",
+    type=click.IntRange(1),
+    default=None,
+    metavar="K",
+    help="With --rank: spectrum metrics, top K.",
 )
 def compare(
     base: str,
@@ -61,7 +96,16 @@ def compare(
     strict: bool,
     jobs: int | None,
     chunk_elements: int | None,
+    executor: str,
+    ray_address: str | None,
+    resume: str | None,
     layers: bool,
+    ulp: bool,
+    step_size: float | None,
+    rank: bool,
+    rank_sample: int | None,
+    rank_layers: str | None,
+    spectrum: int | None,
 ) -> None:
     """Update sparsity of TARGET against BASE, in one streaming pass.
 
@@ -72,10 +116,37 @@ def compare(
     from ..report.table import render_compare
 
     tols = parse_tolerances(tol)
+    ulp = ulp or step_size is not None
+    rank = rank or rank_sample is not None or rank_layers is not None or spectrum is not None
+    consumers: list[Any] = []
+    rank_layer_list = None
+    if rank:
+        from ..anatomy.rank import parse_layers
+
+        rank_layer_list = parse_layers(rank_layers)  # bad input fails before the pass, not after
+    sides: tuple[Any, Any] = (base, target)
+    if ulp or rank:
+        from ..refs import load_checkpoint
+
+        sides = (load_checkpoint(base), load_checkpoint(target))  # opened once for both passes
+    if ulp:
+        from ..anatomy.ulp import ULPHistograms
+        from ..comparison import check_tolerances
+
+        hist = ULPHistograms(check_tolerances(tols), step_size)
+        consumers.append(hist)
+    from ..executors import make_executor
+
+    ex = make_executor(executor, jobs, ray_address)
+    if resume:
+        from ..resume import journaled
+
+        done = journaled(resume)
+        log(f"resume: {done} tensor(s) already done in {resume}" if done else f"resume: journal in {resume}")
     try:
         report = run_compare(
-            base,
-            target,
+            sides[0],
+            sides[1],
             tols,
             semantics,
             jobs=jobs,
@@ -84,20 +155,52 @@ def compare(
             mask_tolerance=mask_tol,
             progress=fmt == "human",
             chunk_elements=chunk_elements,
+            consumers=consumers,
+            executor=ex,
+            resume=resume,
         )
         failure = None
     except StrictCheckError as e:
         report = e.report
         failure = e
+    if ulp:
+        from ..anatomy.ulp import attach
+
+        attach(report, hist)
+    if rank:
+        from ..anatomy.rank import rank_report
+
+        report.extra["rank"] = rank_report(
+            sides[0], sides[1], sample=rank_sample, layers=rank_layer_list, spectrum_k=spectrum,
+            progress=fmt == "human",
+        ).to_json()  # fmt: skip
     if output:
         write_json_file(output, report.to_json())
     if fmt == "json":
         emit_json(report.to_json())
     else:
         click.echo(render_compare(report, layers=layers))
+        if "fp8" in report.extra:
+            from ..fp8 import render as render_fp8
+
+            click.echo("\n" + render_fp8(report.extra["fp8"], report.tolerances))
+        if ulp or rank:
+            from ..report.table import render_rank, render_ulp
+
+            obj = report.to_json()
+            if ulp:
+                click.echo("\n" + render_ulp(obj))
+            if rank:
+                click.echo("\n" + render_rank(obj["rank"]))
     if output:
         log(f"report written to {output}")
     if mask_out:
         log(f"mask written to {mask_out}")
+    run_info = getattr(ex, "last_run", None)
+    if run_info:
+        log(
+            f"{ex.name}: "
+            + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in run_info.items())
+        )
     if failure is not None:
         raise failure

@@ -2,14 +2,16 @@
 
 Accepted layouts: a directory with ``model.safetensors.index.json`` (sharded), a directory with one or more
 ``*.safetensors`` files and no index, or a single ``.safetensors`` file. Legacy ``pytorch_model.bin``
-checkpoints are handled by :mod:`subnetscope.io.legacy` (issue: formats).
+checkpoints (a single file, or shards with ``pytorch_model.bin.index.json``) are indexed by
+:mod:`subnetscope.io.legacy` into the same :class:`TensorInfo` form; safetensors files win when a directory
+holds both.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ class Checkpoint:
     files: list[Path]
     metadata: dict[str, str] = field(default_factory=dict)
     ref: str = ""  #: what the user typed (path or hub id)
+    format: str = "safetensors"  #: ``safetensors`` or ``pytorch-bin`` (legacy torch.save shards)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensors)
@@ -83,7 +86,7 @@ def _merge(headers: list[SafetensorsHeader], root: Path, ref: str) -> Checkpoint
     return Checkpoint(root, tensors, [h.path for h in headers], meta, ref)
 
 
-def _load_index(index: Path, ref: str) -> Checkpoint:
+def _load_index(index: Path, ref: str, read: Callable[[Path], SafetensorsHeader] = read_header) -> Checkpoint:
     root = index.parent
     try:
         obj = json.loads(index.read_text())
@@ -116,7 +119,7 @@ def _load_index(index: Path, ref: str) -> Checkpoint:
                 f"{index}: names shard {shard!r}, which does not exist in {root}",
                 "the download is incomplete: fetch the missing shard or fix the index",
             )
-        headers.append(read_header(sp))
+        headers.append(read(sp))
     ck = _merge(headers, root, ref)
     for tensor, shard in wm.items():
         info = ck.tensors.get(tensor)
@@ -148,6 +151,10 @@ def open_checkpoint(path: str | os.PathLike[str], ref: str | None = None) -> Che
             f"{p}: no such file or directory", "give a checkpoint directory, a .safetensors file or a hub id"
         )
     if p.is_file():
+        from . import legacy
+
+        if legacy.is_legacy_file(p):
+            return legacy.open_legacy(p, r)
         if p.name.endswith(".index.json"):
             return _load_index(p, r)
         if p.suffix != ".safetensors":
@@ -161,12 +168,14 @@ def open_checkpoint(path: str | os.PathLike[str], ref: str | None = None) -> Che
         return _load_index(index, r)
     files = sorted(p.glob("*.safetensors"))
     if not files:
-        legacy = sorted(p.glob("*.bin"))
-        hint = (
-            "this looks like a legacy pytorch_model.bin checkpoint: re-save it with safetensors "
-            "(model.save_pretrained(dir, safe_serialization=True))"
-            if legacy
-            else "the directory must hold model.safetensors or shards with model.safetensors.index.json"
+        from . import legacy
+
+        found = legacy.find_legacy(p)
+        if found is not None:
+            return legacy.open_legacy(found, r)
+        raise InputNotFoundError(
+            f"{p}: no .safetensors files in this directory",
+            "the directory must hold model.safetensors, shards with model.safetensors.index.json, "
+            "or a legacy pytorch_model.bin (sharded with pytorch_model.bin.index.json)",
         )
-        raise InputNotFoundError(f"{p}: no .safetensors files in this directory", hint)
     return _merge([read_header(f) for f in files], p, r)

@@ -1,0 +1,215 @@
+"""Executors: serial, threads, processes and Ray give the same report and the same mask bytes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import subnetscope
+from scale_helpers import CrashOnce, comparable, fp8_pair, save_fp8
+from subnetscope.cli import cli
+from subnetscope.errors import CheckpointFormatError, UsageError
+from subnetscope.executors import (
+    ExecutorError,
+    ProcessExecutor,
+    RayExecutor,
+    Task,
+    TaskOptions,
+    _raise_remote,
+    make_executor,
+    make_tasks,
+    run_task,
+)
+from subnetscope.io.checkpoint import open_checkpoint
+from subnetscope.plan import make_plan
+
+TOLS = [1e-8, 1e-6, 1e-5]
+VICTIM = "model.layers.1.mlp.up_proj.weight"
+
+
+def _run(bdir, tdir, tmp_path, tag, **kw):
+    mask = tmp_path / f"{tag}.mask"
+    r = subnetscope.compare(bdir, tdir, TOLS, mask_out=mask, **kw)
+    return comparable(r.to_json()), mask.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def serial(llama_pair, tmp_path_factory):
+    bdir, tdir, *_ = llama_pair
+    return _run(bdir, tdir, tmp_path_factory.mktemp("serial"), "serial", executor="serial")
+
+
+def test_make_tasks_groups_by_shard_pair_and_size(llama_pair):
+    bdir, tdir, *_ = llama_pair
+    plan = make_plan(open_checkpoint(bdir), open_checkpoint(tdir))
+    big = max(p.compare_numel for p in plan.pairs)
+    tasks = make_tasks(plan.pairs, 5000)
+    seen = [p.index for t in tasks for p in t.pairs]
+    assert sorted(seen) == [p.index for p in plan.pairs]  # every pair exactly once
+    for t in tasks:
+        assert len({p.base.path for p in t.pairs}) == 1 and len({p.target.path for p in t.pairs}) == 1
+        assert t.elements <= 5000 or len(t.pairs) == 1
+        assert {f for f, _ in t.files} == {str(x) for p in t.pairs for x in (p.base.path, p.target.path)}
+    assert [t.nbytes for t in tasks] == sorted((t.nbytes for t in tasks), reverse=True)
+    assert any(t.elements == big for t in tasks)
+    assert len(make_tasks(plan.pairs, 1 << 40)) == len({(p.base.path, p.target.path) for p in plan.pairs})
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_same_report_and_mask_as_serial(llama_pair, serial, tmp_path, executor):
+    bdir, tdir, *_ = llama_pair
+    ex = make_executor(executor, jobs=2)
+    if isinstance(ex, ProcessExecutor):
+        ex.task_elements = 3000  # many small tasks, completing in any order
+    got = _run(bdir, tdir, tmp_path, executor, executor=ex)
+    assert got == serial
+    if isinstance(ex, ProcessExecutor):
+        assert ex.last_run["tasks"] > 4 and ex.last_run["retries"] == 0 and ex.last_run["workers"] == 2
+
+
+def test_processes_carry_consumers_fp8(tmp_path):
+    base, target, _ = fp8_pair(seed=4)
+    b, t = save_fp8(base, tmp_path / "b"), save_fp8(target, tmp_path / "t", shards=2)
+    want = subnetscope.compare(b, t, TOLS, executor="serial").to_json()
+    got = subnetscope.compare(b, t, TOLS, executor=ProcessExecutor(jobs=2, task_elements=200)).to_json()
+    assert got == want and "fp8" in got
+
+
+def test_killed_process_worker_is_retried(llama_pair, serial, tmp_path):
+    bdir, tdir, *_ = llama_pair
+    crash = CrashOnce(str(tmp_path / "crashed"), VICTIM)
+    ex = ProcessExecutor(jobs=2, task_elements=3000)
+    got = _run(bdir, tdir, tmp_path, "crash", executor=ex, consumers=[crash])
+    assert (tmp_path / "crashed").exists()  # it really died once
+    assert ex.last_run["retries"] == 1
+    want = comparable(subnetscope.compare(bdir, tdir, TOLS, consumers=[crash], executor="serial",
+                                          mask_out=tmp_path / "s.mask").to_json())  # fmt: skip
+    assert got == (want, serial[1])
+
+
+def test_worker_that_always_dies_fails_clearly(llama_pair, tmp_path):
+    bdir, tdir, *_ = llama_pair
+    crash = CrashOnce(str(tmp_path / "m"), VICTIM, always=True)
+    with pytest.raises(ExecutorError, match=r"a worker process died 2 times; \d+ task\(s\) unfinished"):
+        subnetscope.compare(
+            bdir, tdir, TOLS, consumers=[crash], executor=ProcessExecutor(jobs=2, max_retries=1)
+        )
+
+
+def test_worker_errors_keep_their_type_and_hint(llama_pair, tmp_path):
+    bdir, tdir, *_ = llama_pair
+    plan = make_plan(open_checkpoint(bdir), open_checkpoint(tdir))
+    task = make_tasks(plan.pairs[:1], 1 << 30)[0]
+    path = task.files[0][0]
+    bad = Task(task.index, task.pairs, ((path, 1),))
+    res = run_task(bad, TaskOptions(tuple(TOLS), "exact", 1 << 20, None, False))
+    assert res.error is not None and res.stats == []
+    with pytest.raises(CheckpointFormatError, match="but 1 on the driver") as ei:
+        _raise_remote(res.error)
+    assert "same revision everywhere" in (ei.value.hint or "")
+    gone = Task(task.index, task.pairs, ((str(tmp_path / "missing.safetensors"), 1),))
+    with pytest.raises(CheckpointFormatError, match="not found on worker node"):
+        _raise_remote(run_task(gone, TaskOptions(tuple(TOLS), "exact", 1 << 20, None, False)).error)
+
+
+def test_executor_choice_errors(monkeypatch, llama_pair):
+    with pytest.raises(UsageError, match="--ray-address is only used with --executor ray"):
+        make_executor("threads", ray_address="auto")
+    with pytest.raises(UsageError, match="unknown executor 'gpu'"):
+        make_executor("gpu")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    bdir, tdir, *_ = llama_pair
+    with pytest.raises(ExecutorError, match="needs the 'ray' package") as ei:
+        subnetscope.compare(bdir, tdir, executor="ray")
+    assert "subnetscope[ray]" in (ei.value.hint or "")
+    res = CliRunner().invoke(cli, ["compare", str(bdir), str(tdir), "--executor", "ray"])
+    assert res.exit_code != 0 and isinstance(res.exception, ExecutorError)
+
+
+def test_unreachable_ray_address_fails_fast(llama_pair):
+    pytest.importorskip("ray")
+    bdir, tdir, *_ = llama_pair
+    with pytest.raises(ExecutorError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1") as ei:
+        subnetscope.compare(bdir, tdir, executor="ray", ray_address="127.0.0.1:1")
+    assert "ray start --head" in (ei.value.hint or "")
+
+
+def test_unpicklable_consumer_is_refused(llama_pair):
+    bdir, tdir, *_ = llama_pair
+
+    class Local:  # defined in a function: cannot be pickled
+        key = "local"
+
+        def chunk(self, *a):
+            return None
+
+        def merge(self, *a):
+            return None
+
+        def finish(self, *a):
+            return None
+
+    with pytest.raises(UsageError, match="cannot be sent to process workers"):
+        subnetscope.compare(bdir, tdir, consumers=[Local()], executor="processes")
+
+
+def test_cli_processes_json_equals_threads(llama_pair):
+    bdir, tdir, *_ = llama_pair
+    out = {}
+    for ex in ("threads", "processes"):
+        res = CliRunner().invoke(cli, ["compare", str(bdir), str(tdir), "--format", "json", "-j", "2",
+                                       "--executor", ex], catch_exceptions=False)  # fmt: skip
+        assert res.exit_code == 0
+        out[ex] = res.stdout
+    assert out["threads"] == out["processes"]
+
+
+# -- Ray (a local instance, started once for the module) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    tests_dir = str(Path(__file__).parent)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = tests_dir + (os.pathsep + old if old else "")  # workers import scale_helpers
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+@pytest.mark.slow
+def test_ray_report_and_mask_equal_serial(ray_local, llama_pair, serial, tmp_path):
+    bdir, tdir, *_ = llama_pair
+    ex = RayExecutor(task_elements=3000)
+    assert _run(bdir, tdir, tmp_path, "ray", executor=ex) == serial
+    assert ex.last_run["tasks"] > 4 and ex.last_run["cluster_cpus"] == 2
+    assert ray_local.is_initialized()  # a Ray it did not start is left running
+
+
+@pytest.mark.slow
+def test_ray_killed_worker_is_retried(ray_local, llama_pair, serial, tmp_path):
+    bdir, tdir, *_ = llama_pair
+    crash = CrashOnce(str(tmp_path / "crashed"), VICTIM)
+    ex = RayExecutor(task_elements=3000, max_retries=2)
+    got = _run(bdir, tdir, tmp_path, "ray_crash", executor=ex, consumers=[crash])
+    assert (tmp_path / "crashed").exists()
+    want = comparable(subnetscope.compare(bdir, tdir, TOLS, consumers=[crash], executor="serial",
+                                          mask_out=tmp_path / "s.mask").to_json())  # fmt: skip
+    assert got == (want, serial[1])
+    # without retries the lost task is an error, not a silently missing tensor
+    crash2 = CrashOnce(str(tmp_path / "crashed2"), VICTIM)
+    with pytest.raises(ExecutorError, match=r"Ray task \d+: .* failed after 0 retries"):
+        subnetscope.compare(
+            bdir, tdir, TOLS, consumers=[crash2], executor=RayExecutor(task_elements=3000, max_retries=0)
+        )
