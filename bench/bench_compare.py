@@ -20,9 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synth import make_pair
-
 DATA = Path(__file__).parent / "_data"
 
 
@@ -55,7 +52,9 @@ def make_pair_subprocess(params: float) -> tuple[Path, Path]:
     """Build (or reuse) the pair in a child process, so this process stays small: Linux carries a parent's
     peak RSS over fork+exec into the child's ru_maxrss, which would spoil the memory measurement."""
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from synth import make_pair; from pathlib import Path; b, t = make_pair(Path({str(DATA)!r}), {params!r}); print(b); print(t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     return Path(out[-2]), Path(out[-1])
 
 
