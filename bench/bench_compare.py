@@ -96,9 +96,19 @@ def main() -> None:
     print(f"peak RSS of (b): {max(rss) / 1024:.0f} MiB (target <= 256 MiB)")
     if args.double:
         b2, t2 = make_pair_subprocess(2 * args.params)
-        timed(["cat", *files_of(b2, t2)])
-        t, r = timed([exe, "compare", str(b2), str(t2), "--format", "json"], env)
-        print(f"2x pair ({2 * args.params:.3g} params): compare {t:.2f} s, peak RSS {r / 1024:.0f} MiB")
+        files2 = files_of(b2, t2)
+        timed(["cat", *files2])
+        raw2, cli2, rss2 = [], [], []
+        for _ in range(max(1, args.repeats // 2)):
+            raw2.append(timed(["cat", *files2])[0])
+            t, r = timed([exe, "compare", str(b2), str(t2), "--format", "json"], env)
+            cli2.append(t)
+            rss2.append(r)
+        a2, b2t = statistics.median(raw2), statistics.median(cli2)
+        print(
+            f"2x pair ({2 * args.params:.3g} params): raw read {a2:.3f} s, compare (CLI) {b2t:.3f} s, "
+            f"ratio {b2t / a2:.2f}, peak RSS {max(rss2) / 1024:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":
