@@ -1,0 +1,581 @@
+"""The study pipeline: base → datasets → runs → measurements with subnetscope's own library → tables, figures.
+
+Steps, in order (each logged on stderr with its time; training runs are cached, see :mod:`.runs`):
+
+1. ``base``: :func:`.base.prepare_base` (the offline SmolLM2 base, a hub id or a directory).
+2. ``data``: build every dataset (self-sampled preference pairs are sampled from the base and cached).
+3. ``runs``: train each run (a subnetwork run uses the mask of the run it names, made in step 4 of that
+   run), then ``compare`` it with the base with ULP histograms and its update mask in the same pass
+   (:func:`subnetscope.anatomy.ulp.compare_ulp`).
+4. ``table1``: update sparsity per run and tolerance, and per matrix type (paper Tables 1 and 6).
+5. ``table4``: :func:`subnetscope.overlap.overlap` of the configured pairs of masks, with the uniform and
+   the magnitude-matched random baselines.
+6. ``conjecture``: :func:`subnetscope.train.conjecture` of the full and subnetwork runs (paper §4, Table 3).
+7. ``figure2``: :func:`subnetscope.series.series` over the checkpoints of one run (never updated /
+   cancelled / final subnetwork in the stored bf16 weights), and the :class:`~subnetscope.train.UpdateTracker`
+   split of a tracked run (fp32 master weights).
+8. ``figures``: heatmaps (Figure 3), ULP histograms, sparsity bars (Figure 1), loss curves, change rate vs
+   |w|, and the HTML report.
+9. ``write``: ``study.json`` (``"report": "subnetscope.study"``) and ``summary.md`` in the output directory.
+
+The output directory gets only small files (JSON tables, PNGs, markdown); full reports, masks and the HTML
+page go to the work directory ``<cache>/studies/<name>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..io.atomic import write_text_atomic
+from ..report.schema import SCHEMA_VERSION
+from .base import cache_dir, prepare_base
+from .config import StudyConfig
+from .runs import Dataset, RunRecord, base_identity, build_data, ensure_run
+
+REPORT_KIND = "subnetscope.study"
+PRIMARY_TOL = 1e-5
+
+#: what the paper reports, for the tables (arXiv 2505.11711: abstract, §4, Figure 2)
+PAPER = {
+    "table1": "RL updates only 5–30 % of the parameters (update sparsity 70–95 %) across 7 RL algorithms and "
+    "10 models; SFT is the contrast that updates much more",
+    "table4": "subnetworks from different seeds, data and algorithms overlap substantially more than the "
+    "uniform random baseline (App. E: o1_random = density of run 2)",
+    "table3": "θ_sub vs θ_full identical on 94.0 % (DPO) / 90.5 % (PRIME) of weights at 1e-5, 100 % at 1e-4",
+    "figure2": "PRIME: 72 % never updated, 8 % updated then cancelled, 20 % final subnetwork",
+    "figure3": "nearly all parameter matrices receive similarly sparse updates (no layer is frozen)",
+}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class StudyContext:
+    """Everything the steps share."""
+
+    cfg: StudyConfig
+    cache: Path
+    work: Path
+    out: Path
+    progress: bool = True
+    base_dir: Path | None = None
+    base_id: str = ""
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)  #: run → compare JSON (with ULP)
+    masks: dict[str, Path] = field(default_factory=dict)  #: run → mask file at 1e-5
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time a step and log its start and end."""
+        _log(f"[study] {name} ...")
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.time() - t0, 2)
+            _log(f"[study] {name} done in {self.timings[name]:.1f} s")
+
+    def skip(self, name: str, why: str) -> None:
+        """Record (and log) that a step could not run."""
+        self.skipped[name] = why
+        _log(f"[study] {name} skipped: {why}")
+
+
+def _optional(ctx: StudyContext, name: str, fn: Callable[[], None]) -> None:
+    """Run a step that depends on a module another part of subnetscope provides; skip it if missing."""
+    from ..errors import SubnetscopeError
+
+    try:
+        fn()
+    except ImportError as e:
+        ctx.skip(name, f"needs a module that is not available ({e})")
+    except SubnetscopeError as e:
+        if type(e).__name__ in ("MissingDependencyError", "MissingAnatomyError"):
+            ctx.skip(name, e.one_line())
+        else:
+            raise
+
+
+# -- steps --------------------------------------------------------------------------------------------------
+
+
+def step_base(ctx: StudyContext) -> None:
+    """Prepare (or find) the base model."""
+    with ctx.step("base"):
+        ctx.base_dir = prepare_base(ctx.cfg.base, ctx.cache)
+        ctx.base_id = base_identity(ctx.base_dir)
+        _log(f"  base: {ctx.base_dir} (fingerprint {ctx.base_id})")
+
+
+def step_data(ctx: StudyContext) -> None:
+    """Build every dataset a run uses."""
+    assert ctx.base_dir is not None
+    with ctx.step("data"):
+        for name in dict.fromkeys(r.data for r in ctx.cfg.runs):
+            ctx.datasets[name] = build_data(
+                ctx.cfg.data[name], ctx.base_dir, ctx.cache, ctx.base_id, ctx.progress
+            )
+
+
+def measure(ctx: StudyContext, name: str) -> None:
+    """Compare run ``name`` with the base (ULP histograms and update mask in the same pass)."""
+    from ..anatomy.ulp import compare_ulp
+
+    assert ctx.base_dir is not None
+    rec = ctx.runs[name]
+    mask = ctx.work / "masks" / f"{name}.mask"
+    tols = sorted({*ctx.cfg.tolerances, PRIMARY_TOL})
+    rep = compare_ulp(
+        ctx.base_dir, rec.path, tols, mask_out=mask, mask_tolerance=PRIMARY_TOL, progress=ctx.progress
+    )
+    obj = rep.to_json()
+    obj["target"]["ref"] = name
+    write_text_atomic(ctx.work / "reports" / f"{name}.json", json.dumps(obj, indent=1) + "\n")
+    ctx.reports[name] = obj
+    ctx.masks[name] = mask
+
+
+def _mask_for(ctx: StudyContext, full: str, tol: float) -> Path:
+    assert ctx.base_dir is not None
+    if tol == PRIMARY_TOL:
+        return ctx.masks[full]
+    from ..comparison import compare
+
+    path = ctx.work / "masks" / f"{full}@{tol:g}.mask"
+    compare(
+        ctx.base_dir, ctx.runs[full].path, [tol], mask_out=path, mask_tolerance=tol, progress=ctx.progress
+    )
+    return path
+
+
+def step_runs(ctx: StudyContext) -> None:
+    """Train (or load) every run and measure it."""
+    assert ctx.base_dir is not None
+    with ctx.step("runs"):
+        for spec in ctx.cfg.runs:
+            mask = mdig = None
+            if spec.mask_from is not None:
+                mask = _mask_for(ctx, spec.mask_from, spec.mask_tol)
+                mdig = f"{ctx.runs[spec.mask_from].key}@{spec.mask_tol!r}"
+            rec = ensure_run(
+                spec,
+                ctx.base_dir,
+                ctx.datasets[spec.data],
+                ctx.cache,
+                ctx.base_id,
+                mask_path=mask,
+                mask_digest=mdig,
+                progress=ctx.progress,
+            )
+            ctx.runs[spec.name] = rec
+            measure(ctx, spec.name)
+
+
+def _tol_index(obj: Mapping[str, Any], tol: float) -> int:
+    tols = [float(t) for t in obj["tolerances"]]
+    return min(range(len(tols)), key=lambda i: abs(tols[i] - tol))
+
+
+def step_table1(ctx: StudyContext) -> None:
+    """Table 1 (sparsity per run) with the tolerance sweep (Table 6) and the per-matrix-type breakdown."""
+    with ctx.step("table1"):
+        rows = []
+        for name in ctx.cfg.analysis.table1:
+            obj = ctx.reports[name]
+            spec = ctx.runs[name].spec
+            ov = obj["overall"]
+            p = _tol_index(obj, PRIMARY_TOL)
+            rows.append(
+                {
+                    "run": name,
+                    "algo": spec.algo,
+                    "data": spec.data,
+                    "steps": spec.steps,
+                    "lr": spec.lr,
+                    "seed": spec.seed,
+                    "subnetwork_of": spec.mask_from,
+                    "numel": ov["numel"],
+                    "bit_identical": ov["identical"] / ov["numel"],
+                    "tolerances": obj["tolerances"],
+                    "sparsity": ov["sparsity"],
+                    "sparsity_at_1e-5": ov["sparsity"][p],
+                    "by_kind": {k: c["sparsity"][p] for k, c in obj["by_kind"].items()},
+                    "train_seconds": ctx.runs[name].log.get("seconds"),
+                }
+            )
+        ctx.results["table1"] = {"tolerance": PRIMARY_TOL, "rows": rows, "paper": PAPER["table1"]}
+
+
+def step_table4(ctx: StudyContext) -> None:
+    """Table 4: overlap of subnetworks across seeds, data and algorithms, with both random baselines."""
+    if not ctx.cfg.analysis.overlap:
+        return
+
+    def run() -> None:
+        from ..overlap import overlap
+
+        rows = []
+        for o in ctx.cfg.analysis.overlap:
+            rep = overlap(ctx.masks[o.a], ctx.masks[o.b], base=ctx.base_dir, progress=ctx.progress).to_json()
+            write_text_atomic(ctx.work / "overlap" / f"{o.a}--{o.b}.json", json.dumps(rep, indent=1) + "\n")
+            mag = rep.get("magnitude") or {}
+            rows.append(
+                {
+                    "label": o.label,
+                    "a": o.a,
+                    "b": o.b,
+                    "changed": rep["changed"],
+                    "sparsity": rep["sparsity"],
+                    "intersection": rep["intersection"],
+                    "o1": rep["o1"],
+                    "o2": rep["o2"],
+                    "o1_random": rep["o1_random"],
+                    "o2_random": rep["o2_random"],
+                    "o1_magnitude": mag.get("o1_random"),
+                    "o2_magnitude": mag.get("o2_random"),
+                    "jaccard": rep["jaccard"],
+                    "jaccard_random": rep["jaccard_random"],
+                    "jaccard_magnitude": mag.get("jaccard_random"),
+                    "lift_over_magnitude": mag.get("lift"),
+                    "z": rep["z"],
+                    "z_magnitude": mag.get("z"),
+                    "by_kind": {
+                        k: {
+                            "o1": v["o1"],
+                            "o2": v["o2"],
+                            "o1_random": v["o1_random"],
+                            "o2_random": v["o2_random"],
+                        }
+                        for k, v in rep["by_kind"].items()
+                    },
+                    "bins": mag.get("bins", []),
+                }
+            )
+        ctx.results["table4"] = {"tolerance": PRIMARY_TOL, "rows": rows, "paper": PAPER["table4"]}
+
+    with ctx.step("table4"):
+        _optional(ctx, "table4", run)
+
+
+def step_conjecture(ctx: StudyContext) -> None:
+    """Table 3 / §4: subnetwork finetuning against full finetuning."""
+    pair = ctx.cfg.analysis.conjecture
+    if pair is None:
+        return
+    full, sub = pair
+
+    def run() -> None:
+        from ..train import conjecture
+
+        assert ctx.base_dir is not None
+        res = conjecture(ctx.base_dir, ctx.runs[full].path, ctx.runs[sub].path, progress=ctx.progress)
+        obj = res.to_json()
+        write_text_atomic(ctx.work / "conjecture.json", json.dumps(obj, indent=1) + "\n")
+        ctx.results["table3"] = {
+            "full": full,
+            "sub": sub,
+            "tolerances": obj["tolerances"],
+            "identical_share": obj["overall"]["identical_share"],
+            "bit_identical_share": obj["overall"]["bit_identical"] / obj["overall"]["numel"],
+            "reproduced_share": obj["overall"]["reproduced_share"],
+            "full_sparsity": obj["full_sparsity"],
+            "by_kind": {k: v["identical_share"] for k, v in obj["by_kind"].items()},
+            "frozen_changed": ctx.runs[sub].log.get("frozen_changed"),
+            "trainable": (ctx.runs[sub].log.get("mask") or {}).get("trainable"),
+            "losses": {full: ctx.runs[full].log["losses"], sub: ctx.runs[sub].log["losses"]},
+            "paper": PAPER["table3"],
+        }
+
+    with ctx.step("conjecture"):
+        _optional(ctx, "conjecture", run)
+
+
+def step_figure2(ctx: StudyContext) -> None:
+    """Figure 2: never updated / cancelled / final subnetwork, from checkpoints and from the tracker."""
+    splits: dict[str, dict[str, int]] = {}
+    info: dict[str, Any] = {}
+    name = ctx.cfg.analysis.series
+    if name is not None and ctx.runs[name].checkpoints:
+
+        def run_series() -> None:
+            from ..series import series
+
+            assert ctx.base_dir is not None
+            rep = series(
+                ctx.base_dir,
+                [str(p) for p in ctx.runs[name].checkpoints],
+                tolerance=PRIMARY_TOL,
+                progress=ctx.progress,
+            ).to_json()
+            write_text_atomic(ctx.work / "series" / f"{name}.json", json.dumps(rep, indent=1) + "\n")
+            sp = rep["split"]
+            splits[f"{name}: bf16 checkpoints (tol 1e-5)"] = {
+                k: sp[k] for k in ("never_updated", "cancelled", "final_subnetwork", "numel")
+            }
+            info["series"] = {
+                "run": name,
+                "checkpoints": [s["name"] for s in rep["steps"]],
+                "steps": [s["step"] for s in rep["steps"]],
+                "sparsity_vs_init": [s["sparsity_vs_init"] for s in rep["steps"]],
+                "sparsity_vs_prev": [s["sparsity_vs_prev"] for s in rep["steps"]],
+                "outside_final_share": [s["outside_final_share"] for s in rep["steps"]],
+                "split": sp,
+                "split_bitwise": rep.get("split_bitwise"),
+            }
+
+        _optional(ctx, "figure2 (series)", run_series)
+    for rname, rec in ctx.runs.items():
+        tj = rec.path / "tracker" / "tracker.json"
+        if tj.is_file():
+            t = json.loads(tj.read_text())
+            sp = t["split"]
+            splits[f"{rname}: tracker (fp32 master, bitwise)"] = {
+                k: sp[k] for k in ("never_updated", "cancelled", "final_subnetwork", "numel")
+            }
+            info.setdefault("tracker", {})[rname] = {"split": sp, "steps": t.get("steps", [])[-1:]}
+    if splits:
+        ctx.results["figure2"] = {"splits": splits, **info, "paper": PAPER["figure2"]}
+
+
+#: the matrix types whose (layer, type) cells the Figure 3 summary ranges over (norms are excluded: tiny)
+GRID_KINDS = ("q", "k", "v", "qkv", "o", "gate", "up", "down")
+
+
+def grid_spread(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Range of the per-(layer, matrix type) sparsity at 1e-5 over the weight matrices of a compare report."""
+    p = _tol_index(obj, PRIMARY_TOL)
+    cells = sorted(
+        (float(c["sparsity"][p]), int(c["layer"]), str(c["kind"]))
+        for c in obj["grid"]
+        if c["kind"] in GRID_KINDS
+    )
+    if not cells:
+        return {}
+    mid = cells[len(cells) // 2][0]
+    return {
+        "cells": len(cells),
+        "min": {"sparsity": cells[0][0], "layer": cells[0][1], "kind": cells[0][2]},
+        "median": mid,
+        "max": {"sparsity": cells[-1][0], "layer": cells[-1][1], "kind": cells[-1][2]},
+        "within_5_points_of_median": sum(abs(c[0] - mid) <= 0.05 for c in cells) / len(cells),
+    }
+
+
+def _png(ctx: StudyContext, fig: Any, stem: str) -> None:
+    from .figures import save_png
+
+    save_png(fig, ctx.out / f"{stem}.png")
+    ctx.figures.append(f"{stem}.png")
+
+
+def step_figures(ctx: StudyContext) -> None:
+    """Every figure, and the HTML report of all runs (work directory)."""
+    with ctx.step("figures"):
+
+        def heatmaps() -> None:
+            from ..report import plots
+
+            spread = {}
+            for name in ctx.cfg.analysis.heatmap:
+                _png(ctx, plots.heatmap(ctx.reports[name]), f"fig3_heatmap_{name}")
+                spread[name] = grid_spread(ctx.reports[name])
+            if spread:
+                ctx.results["figure3"] = {"runs": spread, "paper": PAPER["figure3"]}
+            names = list(ctx.cfg.analysis.table1)
+            _png(ctx, plots.comparison_bars([ctx.reports[n] for n in names], names), "fig1_sparsity")
+
+        def ulp_view() -> None:
+            from ..anatomy.ulp import summarize
+            from ..report import plots
+
+            rows = {}
+            for name in ctx.cfg.analysis.ulp:
+                s = summarize(ctx.reports[name])
+                ov = s["overall"]
+                changed = sum(ov["hist"][1:])
+                p = min(
+                    range(len(s["tolerances"])), key=lambda i: abs(float(s["tolerances"][i]) - PRIMARY_TOL)
+                )
+                rows[name] = {
+                    "bins": s["bins"],
+                    "hist": ov["hist"],
+                    "changed_share_by_ulp": [h / changed if changed else 0.0 for h in ov["hist"]],
+                    "below_ulp_share_at_1e-5": ov["below_ulp_share"][p],
+                }
+                _png(ctx, plots.ulp_histogram(ctx.reports[name]), f"ulp_{name}")
+            if rows:
+                ctx.results["ulp"] = rows
+
+        def html() -> None:
+            from ..report.html import write_html
+
+            names = list(ctx.reports)
+            path = ctx.work / "report.html"
+            write_html(
+                path, [ctx.reports[n] for n in names], names, title=f"subnetscope study: {ctx.cfg.name}"
+            )
+            ctx.results["html"] = str(path)
+
+        _optional(ctx, "figures (heatmaps)", heatmaps)
+        _optional(ctx, "figures (ulp)", ulp_view)
+        _optional(ctx, "figures (html)", html)
+        try:
+            from . import figures
+        except ImportError as e:  # pragma: no cover - matplotlib missing
+            ctx.skip("figures (study)", str(e))
+            return
+        curves = {n: ctx.runs[n].log["losses"] for n in ctx.cfg.analysis.loss_curves}
+        if curves:
+            _png(ctx, figures.loss_curves(curves), "loss_curves")
+        rewards = {
+            n: [m.get("reward", 0.0) for m in r.log["metrics"]]
+            for n, r in ctx.runs.items()
+            if r.spec.algo == "grpo"
+        }
+        if rewards:
+            _png(
+                ctx,
+                figures.metric_curves(rewards, "mean reward", "GRPO: mean reward of the sampled group"),
+                "grpo_reward",
+            )
+        t3 = ctx.results.get("table3")
+        if t3:
+            _png(
+                ctx,
+                figures.loss_curves(t3["losses"], "Full vs subnetwork finetuning: loss"),
+                "table3_loss_curves",
+            )
+        f2 = ctx.results.get("figure2")
+        if f2:
+            _png(ctx, figures.split_bars(f2["splits"]), "fig2_split")
+        t4 = ctx.results.get("table4")
+        if t4:
+            seen: dict[str, list[tuple[int, int, int]]] = {}
+            for row in t4["rows"]:
+                for side, run in enumerate((row["a"], row["b"])):
+                    if run not in seen and row["bins"]:
+                        seen[run] = [
+                            (b["exponent"], b["numel"], b["changed"][side])
+                            for b in row["bins"]
+                            if b["exponent"] is not None
+                        ]
+            if seen:
+                _png(ctx, figures.change_vs_magnitude(seen), "change_vs_magnitude")
+                ctx.results["magnitude"] = {
+                    r: [{"exponent": e, "numel": n, "changed": c} for e, n, c in rows]
+                    for r, rows in seen.items()
+                }
+
+
+def study_json(ctx: StudyContext, total: float) -> dict[str, Any]:
+    """The ``subnetscope.study`` document."""
+    res = dict(ctx.results)
+    if "table4" in res:  # bins are in change_vs_magnitude; keep the table small
+        res["table4"] = {
+            **res["table4"],
+            "rows": [{k: v for k, v in r.items() if k != "bins"} for r in res["table4"]["rows"]],
+        }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "report": REPORT_KIND,
+        "tool": {"name": "subnetscope", "version": __version__},
+        "name": ctx.cfg.name,
+        "config": str(ctx.cfg.source) if ctx.cfg.source else None,
+        "base": {"ref": ctx.cfg.base, "path": str(ctx.base_dir), "fingerprint": ctx.base_id},
+        "runs": {
+            n: {
+                "spec": asdict(r.spec),
+                "key": r.key,
+                "path": str(r.path),
+                "cached": r.cached,
+                "train_seconds": r.log.get("seconds"),
+                "losses": r.log["losses"],
+                "metrics": r.log["metrics"],
+                "checkpoints": r.log.get("checkpoints", []),
+                "frozen_changed": r.log.get("frozen_changed"),
+            }
+            for n, r in ctx.runs.items()
+        },
+        "data": {
+            n: {"kind": d.spec.kind, "key": d.key, "items": len(d.items)} for n, d in ctx.datasets.items()
+        },
+        **res,
+        "figures": ctx.figures,
+        "skipped": ctx.skipped,
+        "timings": {**ctx.timings, "total": round(total, 2)},
+        "work_dir": str(ctx.work),
+    }
+
+
+def choose_threads() -> dict[str, Any]:
+    """Torch's CPU threads for the study: ``SUBNETSCOPE_THREADS`` if set; else 1 when the machine is already
+    busy (1-minute load average at least the CPU count), where more threads than free cores make every
+    OpenMP barrier wait for a descheduled thread (1.5–3× slower measured on a shared 2-core machine); else
+    torch's default. Returns what was chosen and why."""
+    import os
+
+    import torch
+
+    env = os.environ.get("SUBNETSCOPE_THREADS", "").strip()
+    cpus = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if env:
+        n, why = max(1, int(env)), "SUBNETSCOPE_THREADS"
+    elif cpus > 1 and load >= cpus and "OMP_NUM_THREADS" not in os.environ:
+        n, why = 1, f"machine busy (load {load:.1f} on {cpus} CPUs)"
+    else:
+        n, why = torch.get_num_threads(), "torch default"
+    torch.set_num_threads(n)
+    return {"threads": n, "why": why, "load_average": round(load, 2), "cpus": cpus}
+
+
+def run_study(
+    cfg: StudyConfig,
+    *,
+    progress: bool = True,
+    cache: str | Path | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the whole study of ``cfg`` and return its JSON document (also written to ``<out>/study.json``,
+    with ``summary.md`` beside it)."""
+    from .tables import render_markdown
+
+    t0 = time.time()
+    root = Path(cache) if cache is not None else (cfg.cache or cache_dir())
+    ctx = StudyContext(
+        cfg, root, root / "studies" / cfg.name, Path(out) if out is not None else cfg.out, progress
+    )
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    ctx.results["threads"] = choose_threads()
+    _log(f"[study] torch threads: {ctx.results['threads']['threads']} ({ctx.results['threads']['why']})")
+    step_base(ctx)
+    step_data(ctx)
+    step_runs(ctx)
+    step_table1(ctx)
+    step_table4(ctx)
+    step_conjecture(ctx)
+    with ctx.step("figure2"):
+        step_figure2(ctx)
+    step_figures(ctx)
+    doc = study_json(ctx, time.time() - t0)
+    write_text_atomic(ctx.out / "study.json", json.dumps(doc, indent=1) + "\n")
+    write_text_atomic(ctx.out / "summary.md", render_markdown(doc) + "\n")
+    _log(
+        f"[study] wrote {ctx.out / 'study.json'} and summary.md ({len(ctx.figures)} figures) in {time.time() - t0:.0f} s"
+    )
+    return doc
