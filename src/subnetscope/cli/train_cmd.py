@@ -1,0 +1,58 @@
+"""``subnetscope conjecture``: full vs subnetwork finetuning (paper Conjecture 1)."""
+
+from __future__ import annotations
+
+import click
+
+from .common import emit_json, format_option, jobs_option, log, parse_tolerances, write_json_file
+
+
+@click.command("conjecture")
+@click.option("--base", "base", required=True, help="The model both runs started from.")
+@click.option("--full", "full", required=True, help="The fully finetuned model F.")
+@click.option("--sub", "sub", required=True, help="The model finetuned inside F's subnetwork S.")
+@click.option(
+    "--tol", "tol", default="1e-5,1e-4", show_default=True,
+    help="Comma-separated tolerances: S and F agree on an element when |S - F| <= tol.",
+)  # fmt: skip
+@click.option(
+    "--subnetwork-tol", type=float, default=1e-5, show_default=True,
+    help="F's subnetwork: the elements with |F - base| > this.",
+)  # fmt: skip
+@click.option(
+    "--semantics", type=click.Choice(["exact", "reference"]), default="exact", show_default=True,
+    help="exact: differences computed exactly. reference: the authors' bf16 arithmetic (torch.isclose).",
+)  # fmt: skip
+@format_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the JSON report here.")
+@jobs_option
+def conjecture(
+    base: str,
+    full: str,
+    sub: str,
+    tol: str,
+    subnetwork_tol: float,
+    semantics: str,
+    fmt: str,
+    output: str | None,
+    jobs: int | None,
+) -> None:
+    """Compare full finetuning F with subnetwork finetuning S (paper §4, Conjecture 1).
+
+    Reports the share of S's weights equal to F's within each tolerance, and the share of F's subnetwork
+    (the weights F changed from BASE) that S reproduces, overall and per matrix type.
+    """  # fmt: skip
+    from ..train.sub_vs_full import conjecture as run
+    from ..train.sub_vs_full import render
+
+    result = run(base, full, sub, parse_tolerances(tol), subnetwork_tolerance=subnetwork_tol,
+                 semantics=semantics, jobs=jobs, progress=fmt == "human")  # fmt: skip
+    doc = result.to_json()
+    if output:
+        write_json_file(output, doc)
+    if fmt == "json":
+        emit_json(doc)
+    else:
+        click.echo(render(result))
+    if output:
+        log(f"report written to {output}")

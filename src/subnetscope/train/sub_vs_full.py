@@ -1,0 +1,272 @@
+"""Conjecture 1 (paper §4): does finetuning only the subnetwork reproduce full finetuning?
+
+Given the base B, the fully finetuned F, and S, finetuned from B on the same data with the same
+hyperparameters but with gradients masked to F's subnetwork (the elements F changed from B), report:
+
+- the share of all weights of S equal to F within each tolerance (|S - F| <= tol), overall and per matrix
+  type (the paper: 94.0 % for DPO and 90.5 % for PRIME at 1e-5, 100 % at 1e-4);
+- the share of F's subnetwork that S reproduces: of the elements F changed (|F - B| > tol at the
+  subnetwork tolerance), those where |S - F| <= tol.
+
+Two streaming passes of the compare engine: B vs F (writing F's subnetwork as a temporary mask file), then
+F vs S with a per-chunk consumer that counts, inside that mask, the elements the engine's own kernel finds
+unchanged at each tolerance, so every count uses exactly the semantics of ``compare``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..comparison import CheckpointLike, check_tolerances, compare
+from ..engine import _count, _Thresholds
+from ..maskfile import MaskFile
+from ..naming import KINDS
+from ..plan import Pair
+from ..report.schema import Report
+
+REPORT_KIND = "subnetscope.conjecture"
+SCHEMA_VERSION = "1.0"
+DEFAULT_TOLERANCES = (1e-5, 1e-4)
+
+#: what the paper reports (§4), for the human output
+PAPER = "paper §4: 94.0% (DPO) / 90.5% (PRIME) identical at 1e-5, 100% at 1e-4"
+
+
+class _Reproduced:
+    """Per chunk of F vs S: elements of F's subnetwork, and those unchanged from F at each tolerance."""
+
+    key = "conjecture"
+
+    def __init__(self, mask: MaskFile, tolerances: Sequence[float], semantics: str) -> None:
+        self.mask = mask
+        self.ths = [_Thresholds([t], semantics, t) for t in tolerances]
+        self._packed: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _bits(self, name: str) -> np.ndarray | None:
+        with self._lock:
+            arr = self._packed.get(name)
+            if arr is None and name in self.mask.shapes:
+                arr = self.mask.packed(name)
+                self._packed[name] = arr
+            return arr
+
+    def chunk(self, pair: Pair, start: int, base_bits: np.ndarray, target_bits: np.ndarray) -> Any:
+        packed = self._bits(pair.name)
+        n = int(base_bits.shape[0])
+        out = np.zeros(1 + len(self.ths), dtype=np.int64)
+        if packed is None or n == 0:
+            return out
+        sub = np.unpackbits(packed[start // 8 : (start + n + 7) // 8], count=n, bitorder="little").view(bool)
+        out[0] = int(np.count_nonzero(sub))
+        for k, th in enumerate(self.ths):
+            _, diff = _count(pair, base_bits, target_bits, th, True)
+            assert diff is not None
+            changed = np.unpackbits(diff, count=n, bitorder="little").view(bool)
+            out[1 + k] = int(np.count_nonzero(sub & ~changed))
+        return out
+
+    def merge(self, pair: Pair, state: Any, partial: Any) -> Any:
+        return partial if state is None else state + partial
+
+    def finish(self, pair: Pair, state: Any) -> Any:
+        with self._lock:
+            self._packed.pop(pair.name, None)
+        if state is None:
+            state = np.zeros(1 + len(self.ths), dtype=np.int64)
+        return {"subnetwork": int(state[0]), "reproduced": [int(x) for x in state[1:]]}
+
+
+@dataclass
+class Group:
+    """Counts of one group of tensors (the whole model or one matrix type)."""
+
+    numel: int = 0
+    unchanged: list[int] = field(default_factory=list)  #: elements with |S - F| <= tol, per tolerance
+    identical: int = 0  #: bit-identical elements of S and F
+    subnetwork: int = 0  #: elements of F's subnetwork (F vs B)
+    reproduced: list[int] = field(default_factory=list)  #: of those, |S - F| <= tol, per tolerance
+
+    def add(
+        self, numel: int, unchanged: list[int], identical: int, subnetwork: int, reproduced: list[int]
+    ) -> None:
+        """Add one tensor's counts."""
+        if not self.unchanged:
+            self.unchanged = [0] * len(unchanged)
+            self.reproduced = [0] * len(reproduced)
+        self.numel += numel
+        self.identical += identical
+        self.subnetwork += subnetwork
+        self.unchanged = [a + b for a, b in zip(self.unchanged, unchanged)]
+        self.reproduced = [a + b for a, b in zip(self.reproduced, reproduced)]
+
+    @property
+    def identical_share(self) -> list[float]:
+        """Share of weights of S equal to F within each tolerance."""
+        return [u / self.numel if self.numel else 1.0 for u in self.unchanged]
+
+    @property
+    def reproduced_share(self) -> list[float]:
+        """Share of F's subnetwork that S reproduces within each tolerance."""
+        return [r / self.subnetwork if self.subnetwork else 1.0 for r in self.reproduced]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "numel": self.numel,
+            "bit_identical": self.identical,
+            "unchanged": list(self.unchanged),
+            "identical_share": self.identical_share,
+            "subnetwork": self.subnetwork,
+            "reproduced": list(self.reproduced),
+            "reproduced_share": self.reproduced_share,
+        }
+
+
+@dataclass
+class ConjectureResult:
+    """Result of :func:`conjecture`; ``identical`` and ``reproduced`` map each tolerance to a share."""
+
+    tolerances: list[float]
+    subnetwork_tolerance: float
+    semantics: str
+    overall: Group
+    by_kind: dict[str, Group]
+    base_vs_full: Report
+    full_vs_sub: Report
+
+    @property
+    def identical(self) -> dict[float, float]:
+        """Tolerance → share of all weights of S within tol of F."""
+        return dict(zip(self.tolerances, self.overall.identical_share))
+
+    @property
+    def reproduced(self) -> dict[float, float]:
+        """Tolerance → share of F's subnetwork that S reproduces within tol."""
+        return dict(zip(self.tolerances, self.overall.reproduced_share))
+
+    @property
+    def full_sparsity(self) -> float:
+        """Update sparsity of F vs B at the subnetwork tolerance."""
+        return 1 - self.overall.subnetwork / self.overall.numel if self.overall.numel else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The versioned ``subnetscope.conjecture`` JSON document."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "report": REPORT_KIND,
+            "tool": {"name": "subnetscope", "version": __version__},
+            "semantics": self.semantics,
+            "tolerances": list(self.tolerances),
+            "subnetwork_tolerance": self.subnetwork_tolerance,
+            "base": self.base_vs_full.base,
+            "full": self.base_vs_full.target,
+            "sub": self.full_vs_sub.target,
+            "full_sparsity": self.full_sparsity,
+            "overall": self.overall.to_json(),
+            "by_kind": {k: g.to_json() for k, g in self.by_kind.items()},
+            "findings": [f.to_json() for f in self.base_vs_full.findings + self.full_vs_sub.findings],
+        }
+
+
+def conjecture(
+    base: CheckpointLike,
+    full: CheckpointLike,
+    sub: CheckpointLike,
+    tolerances: Sequence[float] = DEFAULT_TOLERANCES,
+    *,
+    subnetwork_tolerance: float = 1e-5,
+    semantics: str = "exact",
+    jobs: int | None = None,
+    progress: bool = False,
+) -> ConjectureResult:
+    """Compare full finetuning ``full`` with subnetwork finetuning ``sub`` (both from ``base``).
+
+    Args:
+        base, full, sub: checkpoints (paths, hub ids or opened checkpoints), as for :func:`subnetscope.compare`.
+        tolerances: |S - F| <= tol counts as identical (default 1e-5 and 1e-4, as in the paper).
+        subnetwork_tolerance: F's subnetwork is |F - B| > this (default 1e-5).
+        semantics: ``"exact"`` or ``"reference"``, as for ``compare``.
+    """
+    tols = check_tolerances(tolerances)
+    with tempfile.TemporaryDirectory(prefix="subnetscope-conj-") as tmp:
+        mask_path = Path(tmp) / "full.mask"
+        bf = compare(base, full, sorted({*tols, subnetwork_tolerance}), semantics, jobs=jobs,
+                     mask_out=mask_path, mask_tolerance=subnetwork_tolerance, progress=progress)  # fmt: skip
+        consumer = _Reproduced(MaskFile(mask_path), tols, semantics)
+        fs = compare(full, sub, tols, semantics, jobs=jobs, consumers=[consumer], progress=progress)
+    overall = Group()
+    groups: dict[str, Group] = {}
+    for t in fs.tensors:
+        extra = t.extra.get(_Reproduced.key, {"subnetwork": 0, "reproduced": [0] * len(tols)})
+        args = (
+            t.counts.numel,
+            t.counts.unchanged,
+            t.counts.identical,
+            extra["subnetwork"],
+            extra["reproduced"],
+        )
+        overall.add(*args)
+        groups.setdefault(t.kind, Group()).add(*args)
+    by_kind = {k: groups[k] for k in KINDS if k in groups}
+    return ConjectureResult(tols, subnetwork_tolerance, semantics, overall, by_kind, bf, fs)
+
+
+def render(result: ConjectureResult) -> str:
+    """The human output of ``subnetscope conjecture``."""
+    from ..report.table import fmt_tol, human_count, pct, table
+
+    tl = [fmt_tol(t) for t in result.tolerances]
+    o = result.overall
+    out = [
+        f"subnetscope conjecture ({result.semantics} semantics)",
+        f"  base: {result.base_vs_full.base.get('ref')}",
+        f"  full: {result.base_vs_full.target.get('ref')}  (subnetwork vs base at "
+        f"{fmt_tol(result.subnetwork_tolerance)}: {o.subnetwork:,} of {o.numel:,} = {pct(1 - result.full_sparsity)})",
+        f"  sub:  {result.full_vs_sub.target.get('ref')}",
+        "",
+        table(
+            ["", *(f"@{t}" for t in tl)],
+            [
+                ["sub identical to full", *(pct(x) for x in o.identical_share)],
+                ["full's subnetwork reproduced", *(pct(x) for x in o.reproduced_share)],
+            ],
+        ),
+        "",
+        "per matrix type",
+        table(
+            [
+                "type",
+                "params",
+                "subnetwork",
+                *(f"identical@{t}" for t in tl),
+                *(f"reproduced@{t}" for t in tl),
+            ],
+            [
+                [
+                    k,
+                    human_count(g.numel),
+                    human_count(g.subnetwork),
+                    *(pct(x) for x in g.identical_share),
+                    *(pct(x) for x in g.reproduced_share),
+                ]
+                for k, g in result.by_kind.items()
+            ],
+        ),
+        "",
+        PAPER,
+    ]
+    findings = result.base_vs_full.findings + result.full_vs_sub.findings
+    if findings:
+        out += ["", f"findings ({len(findings)})"] + [
+            f"  {f.kind:15s} {f.tensor}: {f.detail}" for f in findings[:20]
+        ]
+    return "\n".join(out)
