@@ -171,5 +171,9 @@ def test_json_is_readable_by_the_series_plots(tmp_path):
     for s in doc["steps"]:
         assert {"index", "step", "sparsity_vs_prev", "sparsity_vs_init", "ever_updated_share"} <= set(s)
     assert doc["split"]["shares"]["final_subnetwork"] == pytest.approx(2 / 12)
-    written = series_plots.plot_series({**doc, "report": "subnetscope.series"}, tmp_path / "plots")
+    written = series_plots.plot_series(doc, tmp_path / "plots")
     assert {p.name for p in written} >= {"series_sparsity.png", "series_split.png", "series_consecutive.svg"}
+    from subnetscope.cli import main
+
+    main(["plot", str(tracker.save()), "-o", str(tmp_path / "via_cli")])  # returns normally on success
+    assert (tmp_path / "via_cli" / "series_split.png").is_file()

@@ -259,7 +259,8 @@ def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list
     """Every plot of one JSON report into ``out_dir`` (PNG and SVG); returns the paths written.
 
     compare → ``heatmap``, ``sparsity_vs_tolerance`` (+ ``ulp_histogram`` with --ulp); rank → ``rank``;
-    series → whatever :func:`subnetscope.report.series_plots.plot_series` writes.
+    series and an UpdateTracker's tracker.json → whatever
+    :func:`subnetscope.report.series_plots.plot_series` writes.
     """
     kind = obj.get("report")
     if kind == "subnetscope.compare":
@@ -276,7 +277,7 @@ def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list
 
         check_schema(dict(obj), "subnetscope.rank")
         return save_figure(rank_bars(obj), out_dir, "rank")
-    if kind == "subnetscope.series":
+    if kind in ("subnetscope.series", "subnetscope.tracker"):  # tracker.json uses the series keys
         import importlib
 
         try:
@@ -292,5 +293,5 @@ def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list
         return [Path(p) for p in res] if res is not None else []
     raise SubnetscopeError(
         f"cannot plot a report of kind {kind!r}",
-        "plot takes a JSON report written by compare, series or rank (-o / --format json)",
+        "plot takes a JSON report written by compare, series or rank (-o / --format json), or a tracker.json",
     )

@@ -50,10 +50,10 @@ def plot_series(obj: dict[str, Any], out_dir: pathlib.Path) -> list[pathlib.Path
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    if obj.get("report") != "subnetscope.series":
+    if obj.get("report") not in ("subnetscope.series", "subnetscope.tracker"):
         raise SubnetscopeError(
-            f"not a subnetscope.series report (found {obj.get('report')!r})",
-            "give the JSON written by `series -o`",
+            f"not a subnetscope.series or subnetscope.tracker report (found {obj.get('report')!r})",
+            "give the JSON written by `series -o` or an UpdateTracker's tracker.json",
         )
     steps = obj.get("steps") or []
     if not steps:
