@@ -294,5 +294,5 @@ def test_plots(run, tmp_path):
     for p in files:
         head = p.read_bytes()[:8]
         assert head.startswith(b"\x89PNG") if p.suffix == ".png" else b"<?xml" in head or b"<svg" in head
-    with pytest.raises(SubnetscopeError, match=r"not a subnetscope\.series report"):
+    with pytest.raises(SubnetscopeError, match=r"not a subnetscope\.series or subnetscope\.tracker report"):
         plot_series({"report": "subnetscope.compare"}, tmp_path)
