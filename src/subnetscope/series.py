@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import CheckpointFormatError, MismatchError, UsageError
+from .errors import MismatchError, UsageError
 from .io.checkpoint import INDEX_NAME, Checkpoint
-from .io.reader import FileHandles
+from .io.reader import ChunkReader, FileHandles
 from .io.safetensors_header import TensorInfo
 from .naming import KINDS
 from .progress import progress_bar
@@ -254,30 +254,11 @@ class SeriesReport:
 
 
 class _Scratch:
-    """Per-thread buffers: one byte row per input, and the kernel's state array."""
+    """Per-thread state: one chunk reader per input row, and the kernel's state array."""
 
-    def __init__(self, rows: int, chunk: int) -> None:
-        self.buf = np.empty((rows, chunk * 8), dtype=np.uint8)
+    def __init__(self, handles: FileHandles, rows: int, chunk: int) -> None:
+        self.readers = [ChunkReader(handles, chunk * 8) for _ in range(rows)]
         self.state = scratch(chunk)
-
-
-def _read_row(handles: FileHandles, info: TensorInfo, start: int, count: int, dest: np.ndarray) -> np.ndarray:
-    """Raw bits of elements ``[start, start + count)`` of ``info``, read into the byte row ``dest``."""
-    size = info.dtype.itemsize
-    nbytes = count * size
-    view = dest[:nbytes]
-    fd = handles.fd(info.path)
-    offset = info.start + start * size
-    got = 0
-    while got < nbytes:
-        n = os.preadv(fd, [view[got:].data], offset + got)
-        if n <= 0:
-            raise CheckpointFormatError(
-                f"{info.path}: ended while reading tensor {info.name!r} (file truncated since it was indexed?)",
-                "re-download or re-save the checkpoint",
-            )
-        got += n
-    return view.view(info.dtype.bits_dtype)
 
 
 @dataclass
@@ -431,12 +412,12 @@ def series(
         def work(t: _Tensor, start: int, count: int) -> tuple[_Tensor, int, np.ndarray, np.ndarray]:
             sc = getattr(local, "sc", None)
             if sc is None:
-                sc = local.sc = _Scratch(nrows, chunk)
+                sc = local.sc = _Scratch(handles, nrows, chunk)
             out = np.zeros((nsteps, NSTEP), np.int64)
             split = np.zeros(NSPLIT, np.int64)
             if count == 0:
                 return t, 0, out, split
-            arrs = [_read_row(handles, info, start, count, sc.buf[r]) for r, info in enumerate(t.infos)]
+            arrs = [sc.readers[r].read(info, start, count) for r, info in enumerate(t.infos)]
             if t.fused:
                 series_chunk(arrs, t.infos[0].dtype, tolerance, semantics, nsteps, fin_row, out, split,
                              state=sc.state)  # fmt: skip
