@@ -61,7 +61,9 @@ from .series_kernels import (
 REPORT_KIND = "subnetscope.series"
 
 #: elements per chunk (per checkpoint); small enough that the K + 1 rows stay in cache
-DEFAULT_CHUNK_ELEMENTS = 1 << 16
+DEFAULT_CHUNK_ELEMENTS = 1 << 20
+#: with many checkpoints the default chunk shrinks so that one thread's rows stay within this many bytes
+ROW_BUDGET_BYTES = 64 << 20
 
 CheckpointLike = str | os.PathLike[str] | Checkpoint
 
@@ -352,7 +354,7 @@ def series(
         tolerance: an element is updated when ``|Δ| > tolerance``.
         semantics: ``"exact"`` or ``"reference"`` (as in :func:`subnetscope.compare`).
         jobs: worker threads (default: CPUs, at most 8); the result does not depend on it.
-        chunk_elements: elements per read and checkpoint (default 64 Ki).
+        chunk_elements: elements per read and checkpoint (default 1 Mi, less with many checkpoints).
         progress: progress bar on stderr (only on a terminal).
 
     Tensors are aligned by name; a tensor missing from a checkpoint or of another shape than in INIT is
@@ -400,7 +402,10 @@ def series(
         )
     nsteps = len(cks)
     fin_row = fin_index if fin_index is not None else len(rows)
-    ce = chunk_elements or DEFAULT_CHUNK_ELEMENTS
+    # large chunks amortise the per-chunk overhead (reads are zero-copy maps); many checkpoints shrink them
+    ce = chunk_elements or max(
+        1 << 16, min(DEFAULT_CHUNK_ELEMENTS, ROW_BUDGET_BYTES // (8 * (len(rows) + 1)))
+    )
     chunk = max(8, ce - ce % 8)
     nj = jobs or default_jobs()
     acc = {t.index: (np.zeros((nsteps, NSTEP), np.int64), np.zeros(NSPLIT, np.int64)) for t in tensors}

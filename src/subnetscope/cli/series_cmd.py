@@ -30,7 +30,7 @@ from .common import emit_json, format_option, jobs_option, log, write_json_file
     "--chunk-elements",
     type=click.IntRange(8, 1 << 26),
     default=None,
-    help="Elements per read and checkpoint (default 64Ki).",
+    help="Elements per read and checkpoint (default 1Mi, less with many checkpoints).",
 )
 def series(
     init: str,
