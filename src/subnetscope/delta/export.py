@@ -1,6 +1,6 @@
 """``export_delta``: BASE + TARGET → a delta directory, in one streaming pass over both.
 
-Every TARGET tensor is read chunk by chunk (raw bits, with ``preadv`` into reused buffers) and hashed;
+Every TARGET tensor is read chunk by chunk (raw bits, through ``io.reader.ChunkReader``) and hashed;
 a tensor the base also has with the same shape and dtype is compared bit for bit with the base's chunk
 and only the changed positions and their new values are stored; any other tensor is stored whole.
 Tensors run on a pool of threads (largest first); each chunk's blobs are appended to the data file as
