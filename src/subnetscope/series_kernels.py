@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import DType, decode, decode_table, reference_threshold
+from . import kernels
+from .dtypes import DType, decode, reference_threshold
 
 #: per-step counters
 CHG_INIT, IDENT_INIT, CHG_PREV, IDENT_PREV, OUT_FINAL, OUT_FINAL_STEP, EVER, EVER_BITS = range(8)
@@ -31,27 +32,6 @@ NEVER, CANCELLED, FINAL, NEVER_BITS, CANCELLED_BITS, FINAL_BITS = range(6)
 NSPLIT = 6
 
 # ---------------------------------------------------------------------------------------------------------
-
-
-#: decode kinds (as in :mod:`subnetscope.kernels`)
-_SHIFT16, _LUT, _VIEW = 0, 1, 2
-
-
-def _kind(dtype: DType) -> int:
-    if dtype.code == "BF16":
-        return _SHIFT16
-    if dtype.itemsize <= 2:
-        return _LUT
-    return _VIEW
-
-
-def _dec_nb(x: Any, lut: Any, vals: Any, i: int, kind: int) -> Any:  # pragma: no cover - jitted
-    """float64 value of the bits ``x`` (element ``i``; ``vals`` is the float view of its row)."""
-    if kind == 0:
-        return np.float64(np.uint32(np.uint32(x) << 16).view(np.float32))
-    if kind == 1:
-        return lut[x]
-    return np.float64(vals[i])
 
 
 def _loop_nb(  # pragma: no cover - jitted
@@ -132,7 +112,7 @@ def _split_nb(st: Any) -> Any:  # pragma: no cover - jitted
     return f, fb, e, eb
 
 
-_dec = _dec_nb
+_dec = kernels.decode_nb
 _loop = _loop_nb
 _NB: tuple[Any, Any] | None = None
 if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() in ("", "0"):
@@ -142,7 +122,7 @@ if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() in ("", "0"):
     except ImportError:  # pragma: no cover - numba is a dependency
         nbm = None
     if nbm is not None:
-        _dec = nbm.njit(inline="always", boundscheck=False)(_dec_nb)
+        _dec = kernels.decode_j  # the same jitted decoder as compare's kernel
         _loop = nbm.njit(inline="always", boundscheck=False)(_loop_nb)
         _NB = (
             nbm.njit(nogil=True, cache=True, boundscheck=False)(_step_nb),
@@ -224,10 +204,6 @@ def series_chunk_np(
     split[FINAL_BITS] += np.count_nonzero(fbit)
 
 
-_EMPTY_F32 = np.zeros(1, dtype=np.float32)
-_EMPTY_LUT = np.zeros(1, dtype=np.float64)
-
-
 def scratch(n: int) -> np.ndarray:
     """A state array for :func:`series_chunk` on chunks of up to ``n`` elements."""
     return np.zeros(n, dtype=np.uint16)
@@ -257,13 +233,7 @@ def series_chunk(
         state = scratch(n)
     st = state[:n]
     st[:] = 0
-    kind = _kind(dtype)
-    lut = decode_table(dtype.code) if kind == _LUT else _EMPTY_LUT
-    if kind == _VIEW:
-        fv = np.float32 if dtype.itemsize == 4 else np.float64
-        vals = [r.view(fv) for r in rows]
-    else:
-        vals = [_EMPTY_F32] * len(rows)
+    kind, lut, vals = kernels.decode_operands(dtype, list(rows))
     ref = semantics == "reference" and dtype.code != "F64"
     thr = _thr(tol, semantics, dtype)
     # the final checkpoint: "changed" lands in bit 2 and "bits differ" in bit 3; move them to bits 0 and 1
