@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, format_option, log, write_json_file
+from .common import emit_json, format_option, log, output_option, write_json_file
 
 
 def parse_floats(value: str, what: str) -> list[float]:
@@ -58,9 +58,7 @@ def parse_floats(value: str, what: str) -> list[float]:
 )
 @click.option("--tensors", "show_tensors", is_flag=True, help="Also list every matrix (human format).")
 @format_option
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="Also write the JSON report here (atomically)."
-)
+@output_option
 def rank(
     base: str, target: str, sample: int | None, layers: str | None, seed: int, rtol_multipliers: str,
     spectrum: int | None, device: str, show_tensors: bool, fmt: str, output: str | None,

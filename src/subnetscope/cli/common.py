@@ -44,6 +44,34 @@ def jobs_option(f: F) -> F:
     )(f)  # fmt: skip
 
 
+def semantics_option(f: F) -> F:
+    """``--semantics exact|reference``."""
+    return click.option(
+        "--semantics", type=click.Choice(["exact", "reference"]), default="exact", show_default=True,
+        help="exact: difference computed exactly. reference: the authors' bf16 arithmetic (torch.isclose).",
+    )(f)  # fmt: skip
+
+
+def output_option(f: F) -> F:
+    """``-o/--output FILE``: the JSON report, written atomically."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False),
+        help="Also write the JSON report here (atomically).",
+    )(f)
+
+
+def chunk_option(f: F) -> F:
+    """``--chunk-elements N`` for the streaming pass."""
+    return click.option(
+        "--chunk-elements",
+        type=click.IntRange(8, 1 << 28),
+        default=None,
+        help="Elements per read (default 1Mi).",
+    )(f)
+
+
 def emit_json(obj: Any) -> None:
     """Write JSON to stdout."""
     sys.stdout.write(json.dumps(obj, indent=1) + "\n")

@@ -6,7 +6,17 @@ from typing import Any
 
 import click
 
-from .common import emit_json, format_option, jobs_option, log, parse_tolerances, write_json_file
+from .common import (
+    chunk_option,
+    emit_json,
+    format_option,
+    jobs_option,
+    log,
+    output_option,
+    parse_tolerances,
+    semantics_option,
+    write_json_file,
+)
 
 
 @click.command("compare")
@@ -19,17 +29,9 @@ from .common import emit_json, format_option, jobs_option, log, parse_tolerances
     show_default=True,
     help="Comma-separated tolerances: unchanged means |target - base| <= tol.",
 )
-@click.option(
-    "--semantics",
-    type=click.Choice(["exact", "reference"]),
-    default="exact",
-    show_default=True,
-    help="exact: difference computed exactly. reference: the authors' bf16 arithmetic (torch.isclose).",
-)
+@semantics_option
 @format_option
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="Also write the JSON report here (atomically)."
-)
+@output_option
 @click.option(
     "--mask-out",
     type=click.Path(dir_okay=False),
@@ -45,9 +47,7 @@ from .common import emit_json, format_option, jobs_option, log, parse_tolerances
     "--strict", is_flag=True, help="Exit 1 if tensors are missing, resized, retyped, or hold NaN/Inf."
 )
 @jobs_option
-@click.option(
-    "--chunk-elements", type=click.IntRange(8, 1 << 28), default=None, help="Elements per read (default 1Mi)."
-)
+@chunk_option
 @click.option(
     "--executor",
     type=click.Choice(["serial", "threads", "processes", "ray"]),

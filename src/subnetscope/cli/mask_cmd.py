@@ -6,7 +6,16 @@ from typing import Any
 
 import click
 
-from .common import emit_json, format_option, jobs_option, log, write_json_file
+from .common import (
+    chunk_option,
+    emit_json,
+    format_option,
+    jobs_option,
+    log,
+    output_option,
+    semantics_option,
+    write_json_file,
+)
 
 MASK_REPORT = "subnetscope.mask"
 
@@ -54,18 +63,10 @@ def mask_summary(report: Any, path: str, tol: float) -> dict[str, Any]:
 @click.option(
     "--tol", type=float, default=1e-5, show_default=True, help="Updated means |target - base| > tol."
 )
-@click.option(
-    "--semantics",
-    type=click.Choice(["exact", "reference"]),
-    default="exact",
-    show_default=True,
-    help="exact: difference computed exactly. reference: the authors' bf16 arithmetic (torch.isclose).",
-)
+@semantics_option
 @format_option
 @jobs_option
-@click.option(
-    "--chunk-elements", type=click.IntRange(8, 1 << 28), default=None, help="Elements per read (default 1Mi)."
-)
+@chunk_option
 def mask(
     base: str,
     target: str,
@@ -139,9 +140,7 @@ def mask(
     help="With --deltas: updated means |T - BASE| > tol.",
 )
 @format_option
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="Also write the JSON report here (atomically)."
-)
+@output_option
 @click.option(
     "--layers/--no-layers", default=True, show_default=True, help="Show the per-layer table (human format)."
 )

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, format_option, jobs_option, log, write_json_file
+from .common import (
+    emit_json,
+    format_option,
+    jobs_option,
+    log,
+    output_option,
+    semantics_option,
+    write_json_file,
+)
 
 
 @click.command("series")
@@ -14,17 +22,9 @@ from .common import emit_json, format_option, jobs_option, log, write_json_file
     "--final", default=None, help="The checkpoint that defines the final subnetwork (default: the last one)."
 )
 @click.option("--tol", type=float, default=1e-5, show_default=True, help="Updated means |Δ| > tol.")
-@click.option(
-    "--semantics",
-    type=click.Choice(["exact", "reference"]),
-    default="exact",
-    show_default=True,
-    help="exact: difference computed exactly. reference: the authors' bf16 arithmetic (torch.isclose).",
-)
+@semantics_option
 @format_option
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="Also write the JSON report here (atomically)."
-)
+@output_option
 @jobs_option
 @click.option(
     "--chunk-elements",

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, format_option, jobs_option, log, parse_tolerances, write_json_file
+from .common import (
+    emit_json,
+    format_option,
+    jobs_option,
+    log,
+    output_option,
+    parse_tolerances,
+    semantics_option,
+    write_json_file,
+)
 
 
 @click.command("conjecture")
@@ -19,12 +28,9 @@ from .common import emit_json, format_option, jobs_option, log, parse_tolerances
     "--subnetwork-tol", type=float, default=1e-5, show_default=True,
     help="F's subnetwork: the elements with |F - base| > this.",
 )  # fmt: skip
-@click.option(
-    "--semantics", type=click.Choice(["exact", "reference"]), default="exact", show_default=True,
-    help="exact: differences computed exactly. reference: the authors' bf16 arithmetic (torch.isclose).",
-)  # fmt: skip
+@semantics_option
 @format_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the JSON report here.")
+@output_option
 @jobs_option
 def conjecture(
     base: str,
