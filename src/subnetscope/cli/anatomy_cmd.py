@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, format_option, log, output_option, write_json_file
+from .common import emit_report, format_option, output_option
 
 
 def parse_floats(value: str, what: str) -> list[float]:
@@ -77,11 +77,4 @@ def rank(
         progress=fmt == "human",
     )  # fmt: skip
     obj = rep.to_json()
-    if output:
-        write_json_file(output, obj)
-    if fmt == "json":
-        emit_json(obj)
-    else:
-        click.echo(render_rank(obj, tensors=show_tensors))
-    if output:
-        log(f"report written to {output}")
+    emit_report(obj, fmt, output, lambda: render_rank(obj, tensors=show_tensors))

@@ -84,6 +84,19 @@ def write_json_file(path: str, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
+def emit_report(obj: Any, fmt: str, output: str | None, human: Callable[[], str]) -> None:
+    """The end of every report command: ``-o`` file (atomically), then JSON or the human text on stdout,
+    then where the file went on stderr. ``human`` is only called for the human format."""
+    if output:
+        write_json_file(output, obj)
+    if fmt == "json":
+        emit_json(obj)
+    else:
+        click.echo(human())
+    if output:
+        log(f"report written to {output}")
+
+
 def log(msg: str) -> None:
     """A line on stderr."""
     click.echo(msg, err=True)

@@ -8,14 +8,13 @@ import click
 
 from .common import (
     chunk_option,
-    emit_json,
+    emit_report,
     format_option,
     jobs_option,
     log,
     output_option,
     parse_tolerances,
     semantics_option,
-    write_json_file,
 )
 
 
@@ -174,26 +173,24 @@ def compare(
             sides[0], sides[1], sample=rank_sample, layers=rank_layer_list, spectrum_k=spectrum,
             progress=fmt == "human",
         ).to_json()  # fmt: skip
-    if output:
-        write_json_file(output, report.to_json())
-    if fmt == "json":
-        emit_json(report.to_json())
-    else:
-        click.echo(render_compare(report, layers=layers))
+    obj = report.to_json()
+
+    def human() -> str:
+        parts = [render_compare(report, layers=layers)]
         if "fp8" in report.extra:
             from ..fp8 import render as render_fp8
 
-            click.echo("\n" + render_fp8(report.extra["fp8"], report.tolerances))
+            parts.append(render_fp8(report.extra["fp8"], report.tolerances))
         if ulp or rank:
             from ..report.table import render_rank, render_ulp
 
-            obj = report.to_json()
             if ulp:
-                click.echo("\n" + render_ulp(obj))
+                parts.append(render_ulp(obj))
             if rank:
-                click.echo("\n" + render_rank(obj["rank"]))
-    if output:
-        log(f"report written to {output}")
+                parts.append(render_rank(obj["rank"]))
+        return "\n\n".join(parts)
+
+    emit_report(obj, fmt, output, human)
     if mask_out:
         log(f"mask written to {mask_out}")
     run_info = getattr(ex, "last_run", None)

@@ -9,12 +9,12 @@ import click
 from .common import (
     chunk_option,
     emit_json,
+    emit_report,
     format_option,
     jobs_option,
     log,
     output_option,
     semantics_option,
-    write_json_file,
 )
 
 MASK_REPORT = "subnetscope.mask"
@@ -184,12 +184,4 @@ def overlap(
                 "usage: subnetscope overlap MASK1 MASK2 [--base BASE], or --deltas BASE T1 T2",
             )
         report = run_overlap(masks[0], masks[1], base=base, jobs=jobs, progress=fmt == "human")
-    obj = report.to_json()
-    if output:
-        write_json_file(output, obj)
-    if fmt == "json":
-        emit_json(obj)
-    else:
-        click.echo(render(report, layers=layers))
-    if output:
-        log(f"report written to {output}")
+    emit_report(report.to_json(), fmt, output, lambda: render(report, layers=layers))

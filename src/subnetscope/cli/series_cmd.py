@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import (
-    emit_json,
-    format_option,
-    jobs_option,
-    log,
-    output_option,
-    semantics_option,
-    write_json_file,
-)
+from .common import emit_report, format_option, jobs_option, output_option, semantics_option
 
 
 @click.command("series")
@@ -65,12 +57,4 @@ def series(
         chunk_elements=chunk_elements,
         progress=fmt == "human",
     )
-    obj = report.to_json()
-    if output:
-        write_json_file(output, obj)
-    if fmt == "json":
-        emit_json(obj)
-    else:
-        click.echo(render(report))
-    if output:
-        log(f"report written to {output}")
+    emit_report(report.to_json(), fmt, output, lambda: render(report))

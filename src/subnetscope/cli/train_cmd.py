@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import (
-    emit_json,
-    format_option,
-    jobs_option,
-    log,
-    output_option,
-    parse_tolerances,
-    semantics_option,
-    write_json_file,
-)
+from .common import emit_report, format_option, jobs_option, output_option, parse_tolerances, semantics_option
 
 
 @click.command("conjecture")
@@ -53,12 +44,4 @@ def conjecture(
 
     result = run(base, full, sub, parse_tolerances(tol), subnetwork_tolerance=subnetwork_tol,
                  semantics=semantics, jobs=jobs, progress=fmt == "human")  # fmt: skip
-    doc = result.to_json()
-    if output:
-        write_json_file(output, doc)
-    if fmt == "json":
-        emit_json(doc)
-    else:
-        click.echo(render(result))
-    if output:
-        log(f"report written to {output}")
+    emit_report(result.to_json(), fmt, output, lambda: render(result))
