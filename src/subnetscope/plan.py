@@ -50,11 +50,6 @@ class Plan:
     pairs: list[Pair]
     findings: list[Finding]
 
-    @property
-    def compare_bytes(self) -> int:
-        """Bytes the pass reads (both sides)."""
-        return sum(p.compare_numel * (p.base.dtype.itemsize + p.target.dtype.itemsize) for p in self.pairs)
-
 
 def natural_key(name: str) -> list[object]:
     """Sort key that orders ``layers.2`` before ``layers.10``."""
