@@ -70,7 +70,7 @@ def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-class _Thresholds:
+class Thresholds:
     """Sorted thresholds per dtype for the chosen semantics, and the map back to the user's order."""
 
     def __init__(self, tolerances: list[float], semantics: str, mask_tolerance: float | None) -> None:
@@ -85,6 +85,7 @@ class _Thresholds:
         self._cache: dict[str, np.ndarray] = {}
 
     def for_dtype(self, dtype: DType) -> np.ndarray:
+        """Thresholds on ``|Δ|`` for ``dtype``, ascending (reference semantics rounds them per dtype)."""
         arr = self._cache.get(dtype.code)
         if arr is None:
             if self.semantics == "reference":
@@ -95,6 +96,7 @@ class _Thresholds:
         return arr
 
     def unsort(self, sorted_counts: np.ndarray) -> list[int]:
+        """Per-threshold counts back in the user's tolerance order."""
         out = [0] * len(self.order)
         for j, i in enumerate(self.order):
             out[i] = int(sorted_counts[j])
@@ -104,8 +106,8 @@ class _Thresholds:
 _EMPTY_MASK = np.zeros(0, dtype=np.uint8)
 
 
-def _count(
-    pair: Pair, a: np.ndarray, b: np.ndarray, th: _Thresholds, want_mask: bool
+def count_pair_chunk(
+    pair: Pair, a: np.ndarray, b: np.ndarray, th: Thresholds, want_mask: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Counters ``[unchanged_k..., identical, nonfinite_base, nonfinite_target]`` of one chunk."""
     k = len(th.sorted)
@@ -156,7 +158,7 @@ def run_pass(
     plan: Plan, opts: PassOptions, mask_sink: MaskSink | None = None, pairs: list[Pair] | None = None
 ) -> list[TensorStats]:
     """Compare every pair of ``plan`` (or the given subset); return per-tensor stats in plan order."""
-    th = _Thresholds(opts.tolerances, opts.semantics, opts.mask_tolerance)
+    th = Thresholds(opts.tolerances, opts.semantics, opts.mask_tolerance)
     chunk = max(8, opts.chunk_elements - opts.chunk_elements % 8)
     jobs = opts.jobs or default_jobs()
     todo = plan.pairs if pairs is None else pairs
@@ -181,7 +183,7 @@ def run_pass(
             ra, rb = readers()
             a = ra.read(pair.base, start, count)
             b = rb.read(pair.target, start, count)
-            out, mask = _count(pair, a, b, th, want_mask)
+            out, mask = count_pair_chunk(pair, a, b, th, want_mask)
             if mask is not None and mask_sink is not None:
                 extra = pair.numel - pair.compare_numel
                 if extra > 0 and start + count == pair.compare_numel:

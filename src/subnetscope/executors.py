@@ -340,9 +340,9 @@ def _check_picklable(topts: TaskOptions, where: str) -> None:
 def warm_kernels(pairs: Iterable[Pair], topts: TaskOptions) -> None:
     """Load the compiled kernels for the plan's dtypes here, so that forked workers inherit them."""
     from . import kernels
-    from .engine import _Thresholds
+    from .engine import Thresholds
 
-    th = _Thresholds(list(topts.tolerances), topts.semantics, topts.mask_tolerance)
+    th = Thresholds(list(topts.tolerances), topts.semantics, topts.mask_tolerance)
     seen = set()
     for p in pairs:
         dt = p.base.dtype

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..comparison import CheckpointLike, check_tolerances, compare
-from ..engine import _count, _Thresholds
+from ..engine import Thresholds, count_pair_chunk
 from ..maskfile import MaskFile
 from ..naming import KINDS
 from ..plan import Pair
@@ -47,7 +47,7 @@ class _Reproduced:
 
     def __init__(self, mask: MaskFile, tolerances: Sequence[float], semantics: str) -> None:
         self.mask = mask
-        self.ths = [_Thresholds([t], semantics, t) for t in tolerances]
+        self.ths = [Thresholds([t], semantics, t) for t in tolerances]
         self._packed: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -68,7 +68,7 @@ class _Reproduced:
         sub = np.unpackbits(packed[start // 8 : (start + n + 7) // 8], count=n, bitorder="little").view(bool)
         out[0] = int(np.count_nonzero(sub))
         for k, th in enumerate(self.ths):
-            _, diff = _count(pair, base_bits, target_bits, th, True)
+            _, diff = count_pair_chunk(pair, base_bits, target_bits, th, True)
             assert diff is not None
             changed = np.unpackbits(diff, count=n, bitorder="little").view(bool)
             out[1 + k] = int(np.count_nonzero(sub & ~changed))
