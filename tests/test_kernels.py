@@ -1,6 +1,8 @@
-"""The fused kernel (numba and numpy paths) against the brute-force oracle, on constructed and random bits."""
+"""The fused kernel (C, numba and numpy backends) against the brute-force oracle, on constructed and random bits."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -13,10 +15,10 @@ from subnetscope.dtypes import DTYPES, reference_threshold
 
 FLOAT_CODES = ["BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2"]
 TOLS = [0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-3]
-PATHS = [True, False] if kernels.USING_NUMBA else [False]
+PATHS = list(kernels.BACKENDS)
 
 
-def run(a, b, code, tols, semantics="exact", mask_tol_index=0, use_numba=True):
+def run(a, b, code, tols, semantics="exact", mask_tol_index=0, backend=None):
     dt = DTYPES[code]
     order = sorted(range(len(tols)), key=lambda i: tols[i])
     st_tols = [tols[i] for i in order]
@@ -27,7 +29,7 @@ def run(a, b, code, tols, semantics="exact", mask_tol_index=0, use_numba=True):
     out = np.zeros(len(tols) + 3, dtype=np.int64)
     mask = np.zeros((a.size + 7) // 8, dtype=np.uint8)
     mk = order.index(mask_tol_index)
-    kernels.count_chunk(a, b, dt, thr, semantics == "reference", out, mask, mk, use_numba=use_numba)
+    kernels.count_chunk(a, b, dt, thr, semantics == "reference", out, mask, mk, backend=backend)
     unchanged = [0] * len(tols)
     for j, i in enumerate(order):
         unchanged[i] = int(out[j])
@@ -57,13 +59,13 @@ def random_pair(rng, code, n, scale):
     return a, b
 
 
-@pytest.mark.parametrize("use_numba", PATHS)
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("code", FLOAT_CODES)
-def test_random_against_oracle(code, use_numba):
+def test_random_against_oracle(code, backend):
     rng = np.random.default_rng(hash(code) % 2**32)
     for scale in (1e-7, 1e-3, 1.0):
         a, b = random_pair(rng, code, 4099, scale)
-        got = run(a, b, code, TOLS, mask_tol_index=4, use_numba=use_numba)
+        got = run(a, b, code, TOLS, mask_tol_index=4, backend=backend)
         want = exact_counts(a, b, code, TOLS)
         assert got["unchanged"] == want["unchanged"]
         assert got["identical"] == want["identical"]
@@ -72,13 +74,13 @@ def test_random_against_oracle(code, use_numba):
         assert np.array_equal(got["mask"], want["changed_mask"][4])
 
 
-@pytest.mark.parametrize("use_numba", PATHS)
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("code", ["BF16", "F16", "F32"])
-def test_reference_semantics_matches_torch_isclose(code, use_numba):
+def test_reference_semantics_matches_torch_isclose(code, backend):
     rng = np.random.default_rng(7)
     for scale in (1e-6, 1e-4, 1e-2):
         a, b = random_pair(rng, code, 5001, scale)
-        got = run(a, b, code, TOLS[1:], semantics="reference", use_numba=use_numba)
+        got = run(a, b, code, TOLS[1:], semantics="reference", backend=backend)
         assert got["unchanged"] == reference_counts(a, b, code, TOLS[1:])
 
 
@@ -102,14 +104,14 @@ def test_bf16_edge_cases_by_construction():
     ]
     a = np.array([bf16(x) for x, _ in pairs], dtype=np.uint16)
     b = np.array([bf16(y) for _, y in pairs], dtype=np.uint16)
-    for use_numba in PATHS:
-        got = run(a, b, "BF16", [1e-8, 1e-5], use_numba=use_numba)
+    for backend in PATHS:
+        got = run(a, b, "BF16", [1e-8, 1e-5], backend=backend)
         assert got["identical"] == 3
         # unchanged at 1e-8: identical 3 + (0,-0) + subnormal = 5; at 1e-5 also the bf16 below 1e-5 = 6
         assert got["unchanged"] == [5, 6]
         assert got["nonfinite_base"] == 2  # nan, inf
         assert got["nonfinite_target"] == 3  # nan, nan, inf
-        ref = run(a, b, "BF16", [1e-8, 1e-5], semantics="reference", use_numba=use_numba)
+        ref = run(a, b, "BF16", [1e-8, 1e-5], semantics="reference", backend=backend)
         # the reference rounds the tolerance to bf16, so |Δ| == bf16(1e-5) is unchanged there
         assert ref["unchanged"] == [5, 7]
 
@@ -133,8 +135,47 @@ def test_hypothesis_fast_path_equals_oracle(code, base_codes, steps, tols):
     )
     b = (a.astype(np.int64) + np.array(steps[:n]) * (1 << max(0, width - 16))).astype(np.uint64).astype(bits)
     want = exact_counts(a, b, code, tols)
-    for use_numba in PATHS:
-        got = run(a, b, code, tols, use_numba=use_numba)
+    for backend in PATHS:
+        got = run(a, b, code, tols, backend=backend)
         assert got["unchanged"] == want["unchanged"]
         assert got["identical"] == want["identical"]
         assert np.array_equal(got["mask"], want["changed_mask"][0])
+
+
+@pytest.mark.parametrize("code", ["BF16", "F32"])
+def test_float32_ties_are_decided_in_float64(code):
+    """The C kernels take differences in float32 and recount a block in float64 when the float32
+    difference equals float32(tol). Here |1 - 2**-30| rounds to 1.0 in float32, while the tolerances
+    1 - 2**-31 (above the exact difference) and 1 - 2**-29 (below it) both round to 1.0 as well: a float32
+    verdict would be wrong for one of them. The pairs sit at both ends of the 2048-element blocks."""
+    rng = np.random.default_rng(3)
+    n = 5000
+    a, b = random_pair(rng, code, n, 1e-3)
+    one, tiny = (bf16(1.0), bf16(2.0**-30)) if code == "BF16" else (0x3F800000, 0x30800000)
+    where = [0, 1, 2047, 2048, 2049, 4095, 4096, n - 1]
+    a[where] = one
+    b[where] = tiny
+    a[3000], b[3000] = 0, one  # |Δ| exactly 1.0: a tie at tol 1.0 that float32 represents exactly
+    tols = [1.0 - 2.0**-31, 1.0 - 2.0**-29, 1.0, 1e-5]
+    want = exact_counts(a, b, code, tols)
+    assert want["changed_mask"][0][where].sum() == 0 and want["changed_mask"][1][where].all()
+    for backend in PATHS:
+        for mk in range(len(tols)):
+            got = run(a, b, code, tols, mask_tol_index=mk, backend=backend)
+            assert got["unchanged"] == want["unchanged"], backend
+            assert np.array_equal(got["mask"], want["changed_mask"][mk]), (backend, mk)
+
+
+def test_c_kernels_are_built_where_a_compiler_is():
+    """`pip install -e .` compiles the C kernels when a C compiler exists; a silent fallback would leave
+    them untested."""
+    import shutil
+
+    from subnetscope import native
+
+    if os.environ.get("SUBNETSCOPE_NO_NATIVE", "").strip() not in ("", "0"):
+        pytest.skip("SUBNETSCOPE_NO_NATIVE is set")
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the numba kernels run")
+    assert native.AVAILABLE, "the C kernels were not built: rerun `pip install -e .` and read its output"
+    assert kernels.BACKENDS[0] == "native"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from masks_helpers import SHAPES, base_state, moved, pick, save, to_f64
+from subnetscope import kernels
 from subnetscope import series_kernels as sk
 from subnetscope.cli import main
 from subnetscope.dtypes import DTYPES
@@ -225,12 +226,14 @@ def test_fused_kernel_equals_numpy(code, semantics, extra_final):
         rows.append(r)
     fin = k + 1 if extra_final else k
     outs = []
-    for use_numba in (True, False):
+    for backend in kernels.BACKENDS:
         out = np.zeros((k, sk.NSTEP), np.int64)
         split = np.zeros(sk.NSPLIT, np.int64)
-        sk.series_chunk(np.stack(rows), dt, 1e-5, semantics, k, fin, out, split, use_numba=use_numba)
+        sk.series_chunk(np.stack(rows), dt, 1e-5, semantics, k, fin, out, split, backend=backend)
         outs.append((out, split))
-    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+    assert kernels.BACKENDS[-1] == "numpy"  # the reference is always among them
+    for got in outs[:-1]:
+        assert np.array_equal(got[0], outs[-1][0]) and np.array_equal(got[1], outs[-1][1])
     assert outs[0][1][:3].sum() == n and outs[0][1][3:].sum() == n
 
 
@@ -296,3 +299,32 @@ def test_plots(run, tmp_path):
         assert head.startswith(b"\x89PNG") if p.suffix == ".png" else b"<?xml" in head or b"<svg" in head
     with pytest.raises(SubnetscopeError, match=r"not a subnetscope\.series or subnetscope\.tracker report"):
         plot_series({"report": "subnetscope.compare"}, tmp_path)
+
+
+@pytest.mark.parametrize("tol", [1.0 - 2.0**-31, 1.0 - 2.0**-29])
+def test_fused_kernel_float32_ties(tol):
+    """|1 - 2**-30| and both tolerances round to 1.0 in float32 (see tests/test_kernels.py): the C kernel
+    must recount those blocks in float64, moving the state only once."""
+    dt = DTYPES["F32"]
+    rng = np.random.default_rng(5)
+    n, k = 4500, 3
+    one, tiny = np.uint32(0x3F800000), np.uint32(0x30800000)
+    r0 = (rng.standard_normal(n) * 1e-3).astype(np.float32).view(np.uint32)
+    rows = [r0]
+    for _ in range(k):
+        r = rows[-1].copy()
+        r[rng.random(n) < 0.3] += 1
+        rows.append(r)
+    where = np.array([0, 2047, 2048, 4095, 4096, n - 1])
+    rows[0][where] = one
+    rows[1][where] = tiny  # at step 1 |Δ vs init| is the tie; step 2 goes back to init for half of them
+    rows[2][where] = np.where(np.arange(where.size) % 2 == 0, one, tiny)
+    rows[3][where] = tiny
+    outs = []
+    for backend in kernels.BACKENDS:
+        out = np.zeros((k, sk.NSTEP), np.int64)
+        split = np.zeros(sk.NSPLIT, np.int64)
+        sk.series_chunk(np.stack(rows), dt, tol, "exact", k, k, out, split, backend=backend)
+        outs.append((out, split))
+    for got in outs[:-1]:
+        assert np.array_equal(got[0], outs[-1][0]) and np.array_equal(got[1], outs[-1][1])

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .dtypes import DTYPES, decode, decode_table, reference_threshold
 from .io.checkpoint import Checkpoint
 from .io.reader import read_tensor_bits
@@ -311,18 +311,24 @@ def _dq_nb(a, b, lut, lut32, sa, sb, start, cols, b0, b1, ref, t0, t1, t2, t3): 
     return c0, c1, c2, c3, ident, nfa, nfb
 
 
-_DQ = None
-if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() in ("", "0"):
-    try:
-        import numba
+#: the jitted helpers, set by :func:`_dq_jit` before the kernel that calls them is compiled
+_bf16_j: Any = None
+_seg_exact_j: Any = None
+_seg_ref_j: Any = None
 
-        _inline = numba.njit(inline="always", boundscheck=False)
-        _bf16_j = _inline(_bf16_nb)
-        _seg_exact_j = numba.njit(boundscheck=False)(_seg_exact_nb)
-        _seg_ref_j = numba.njit(boundscheck=False)(_seg_ref_nb)
-        _DQ = numba.njit(nogil=True, cache=True, boundscheck=False)(_dq_nb)
-    except ImportError:  # pragma: no cover - numba is a dependency
-        _DQ = None
+
+@functools.cache
+def _dq_jit() -> Any:
+    """The jitted dequantized kernel, or None without numba (imported and compiled on first use)."""
+    if not kernels.numba_enabled():
+        return None
+    import numba
+
+    global _bf16_j, _seg_exact_j, _seg_ref_j
+    _bf16_j = numba.njit(inline="always", boundscheck=False)(_bf16_nb)
+    _seg_exact_j = numba.njit(boundscheck=False)(_seg_exact_nb)
+    _seg_ref_j = numba.njit(boundscheck=False)(_seg_ref_nb)
+    return numba.njit(nogil=True, cache=True, boundscheck=False)(_dq_nb)
 
 
 def count_dequant(
@@ -336,7 +342,8 @@ def count_dequant(
     ``sa``, ``sb``: the flattened scale grids (float64); ``thr``: thresholds in the caller's order (already
     converted with :func:`~subnetscope.dtypes.reference_threshold` for reference semantics).
     """
-    if _DQ is None or use_numba is False:
+    dq = None if use_numba is False else _dq_jit()
+    if dq is None:
         count_dequant_np(a, b, code, sa, sb, start, cols, block, thr, ref, out)
         return
     lut = decode_table(code)
@@ -344,7 +351,7 @@ def count_dequant(
     k = thr.shape[0]
     for g in range(0, k, 4):
         ts = [float(thr[min(g + i, k - 1)]) for i in range(4)]
-        res = _DQ(a, b, lut, lut32, sa, sb, start, cols, block[0], block[1], ref, *ts)
+        res = dq(a, b, lut, lut32, sa, sb, start, cols, block[0], block[1], ref, *ts)
         for i in range(min(4, k - g)):
             out[g + i] += res[i]
         if g == 0:

@@ -6,11 +6,13 @@ elements always count, NaN ones included), then the number of bit-identical elem
 values and of non-finite target values. With a non-empty ``mask_out`` it also writes the packed bits (little
 bit order) of "changed at ``thr[mask_k]``".
 
-The loop is branch-free so that LLVM vectorises it: bf16 is decoded by a shift into float32 bits, fp32/fp64
-are viewed directly, fp16 and fp8 go through a 2**bits lookup table; four thresholds are counted per pass
-(more are done four at a time). It is compiled with numba (``nogil``, so threads run in parallel); the same
-arithmetic runs in numpy when numba is missing or ``SUBNETSCOPE_NO_NUMBA=1``. Both are tested against a
-brute-force oracle.
+Three backends compute the same counts (:data:`BACKENDS`, fastest first): the C kernels of
+:mod:`subnetscope.native` when the extension was built, numba otherwise, numpy as the last resort
+(``SUBNETSCOPE_NO_NATIVE=1`` / ``SUBNETSCOPE_NO_NUMBA=1`` turn the first two off). The numba loop is
+branch-free so that LLVM vectorises it: bf16 is decoded by a shift into float32 bits, fp32/fp64 are viewed
+directly, fp16 and fp8 go through a 2**bits lookup table; four thresholds are counted per pass (more are
+done four at a time). The compiled kernels release the GIL, so threads run in parallel. All three are
+tested against a brute-force oracle.
 
 Semantics of the difference:
 - exact: ``d = |float64(b) - float64(a)|``. For 8/16-bit floats and fp32 this is the exact difference,
@@ -22,10 +24,15 @@ Semantics of the difference:
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
+from . import native
 from .dtypes import DType, decode, decode_table
 
 #: layout of ``out`` after the K per-threshold counts
@@ -138,20 +145,49 @@ def _mask_nb(a, b, av, bv, lut, kind, ref, tm, out):  # pragma: no cover - jitte
         out[full] = byte
 
 
-_NB = None
-if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() in ("", "0"):
-    try:
-        import numba as _numba
-    except ImportError:  # pragma: no cover - numba is a dependency; this is the safety net
-        _numba = None  # type: ignore[assignment]
-    if _numba is not None:
-        decode_j = _numba.njit(inline="always", boundscheck=False)(decode_nb)
-        _diff_j = _numba.njit(inline="always", boundscheck=False)(_diff_nb)
-        _NB = (
-            _numba.njit(nogil=True, cache=True, boundscheck=False)(_dense4_nb),
-            _numba.njit(nogil=True, cache=True, boundscheck=False)(_mask_nb),
-        )
-USING_NUMBA = _NB is not None
+#: the jitted helpers, set by :func:`numba_jit` before the kernels that call them are compiled
+decode_j: Any = None
+_diff_j: Any = None
+
+
+def numba_enabled() -> bool:
+    """Whether numba may be used: installed, and not turned off with ``SUBNETSCOPE_NO_NUMBA=1``."""
+    if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() not in ("", "0"):
+        return False
+    return importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def numba_jit() -> Any:
+    """The jitted helpers and kernels (imported and compiled on first use: importing numba alone costs
+    about 0.3 s, which a process that runs the C kernels never pays)."""
+    import numba
+
+    inline = numba.njit(inline="always", boundscheck=False)
+    kernel = numba.njit(nogil=True, cache=True, boundscheck=False)
+    ns = SimpleNamespace(decode=inline(decode_nb), diff=inline(_diff_nb))
+    # the kernels call the helpers through these module globals, resolved when numba compiles them
+    globals()["decode_j"], globals()["_diff_j"] = ns.decode, ns.diff
+    ns.dense4, ns.mask = kernel(_dense4_nb), kernel(_mask_nb)
+    return ns
+
+
+#: the kernel backends usable here, fastest first: the C kernels, numba, numpy (always)
+BACKENDS: tuple[str, ...] = tuple(
+    b for b, ok in (("native", native.AVAILABLE), ("numba", numba_enabled()), ("numpy", True)) if ok
+)
+
+
+def pick_backend(backend: str | None, dtype: DType | None = None) -> str:
+    """``backend`` if given (it must be in :data:`BACKENDS`), else the fastest one that handles ``dtype``."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"kernel backend {backend!r} is not available here (have {', '.join(BACKENDS)})")
+        return backend
+    for b in BACKENDS:
+        if b != "native" or dtype is None or native.supports(dtype):
+            return b
+    return "numpy"  # pragma: no cover - numpy is always in BACKENDS
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -181,15 +217,18 @@ def count_chunk(
     out: np.ndarray,
     mask_out: np.ndarray,
     mask_k: int = 0,
-    use_numba: bool | None = None,
+    backend: str | None = None,
 ) -> None:
-    """Add one chunk's counters to ``out`` (``len(thr) + 3`` int64) and fill ``mask_out`` if non-empty."""
-    nb = USING_NUMBA if use_numba is None else (use_numba and USING_NUMBA)
+    """Add one chunk's counters to ``out`` (``len(thr) + 3`` int64) and fill ``mask_out`` if non-empty.
+
+    ``backend`` is one of :data:`BACKENDS` (default: the fastest); all give the same result.
+    """
+    be = pick_backend(backend, dtype)
     k = thr.shape[0]
     bt = a.dtype.type
     nf_m, nf_v = (bt(v) for v in (dtype.nonfinite or (0, 1)))
     ref = ref and dtype.code != "F64"  # torch computes an fp64 delta in fp64
-    if not (nb and _NB is not None):
+    if be == "numpy":
         d = _diff_np(a, b, dtype, ref)
         for j in range(k):
             out[j] += int(np.count_nonzero(d <= thr[j]))
@@ -199,11 +238,14 @@ def count_chunk(
         if mask_out.shape[0]:
             mask_out[:] = np.packbits(~(d <= thr[mask_k]), bitorder="little")
         return
-    d4, mk = _NB
+    if be == "native":
+        _count_native(a, b, dtype, thr, ref, out, mask_out, mask_k, (int(nf_m), int(nf_v)))
+        return
+    nb = numba_jit()
     kind, lut, (av, bv) = decode_operands(dtype, [a, b])
     for g in range(0, k, 4):
         ts = [float(thr[min(g + i, k - 1)]) for i in range(4)]
-        res = d4(a, b, av, bv, lut, kind, ref, ts[0], ts[1], ts[2], ts[3], nf_m, nf_v)
+        res = nb.dense4(a, b, av, bv, lut, kind, ref, ts[0], ts[1], ts[2], ts[3], nf_m, nf_v)
         for i in range(min(4, k - g)):
             out[g + i] += res[i]
         if g == 0:
@@ -211,4 +253,30 @@ def count_chunk(
             out[k + NONFINITE_BASE] += res[5]
             out[k + NONFINITE_TARGET] += res[6]
     if mask_out.shape[0]:
-        mk(a, b, av, bv, lut, kind, ref, float(thr[mask_k]), mask_out)
+        nb.mask(a, b, av, bv, lut, kind, ref, float(thr[mask_k]), mask_out)
+
+
+@functools.cache
+def tables32(code: str) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 and float32 decode tables of a table-decoded dtype (fp16, fp8)."""
+    lut = decode_table(code)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf entries stay NaN/Inf
+        return lut, lut.astype(np.float32)
+
+
+def _count_native(
+    a: np.ndarray, b: np.ndarray, dtype: DType, thr: np.ndarray, ref: bool, out: np.ndarray,
+    mask_out: np.ndarray, mask_k: int, nonfinite: tuple[int, int],
+) -> None:  # fmt: skip
+    lut, lut32 = tables32(dtype.code) if decode_kind(dtype) == DECODE_LUT else (None, None)
+    k = thr.shape[0]
+    res = np.zeros(7, dtype=np.int64)
+    for g in range(0, k, 4):
+        t4 = np.array([thr[min(g + i, k - 1)] for i in range(4)], dtype=np.float64)
+        res[:] = 0
+        native.count4(a, b, dtype, ref, t4, nonfinite, res, lut, lut32)
+        out[g : min(g + 4, k)] += res[: min(4, k - g)]
+        if g == 0:
+            out[k : k + 3] += res[4:7]
+    if mask_out.shape[0]:
+        native.mask(a, b, dtype, ref, float(thr[mask_k]), mask_out, lut, lut32)

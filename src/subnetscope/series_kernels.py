@@ -1,27 +1,28 @@
-"""The fused per-chunk kernel of :mod:`subnetscope.series` (numba, with a numpy reference).
+"""The fused per-chunk kernel of :mod:`subnetscope.series` (C or numba, with a numpy reference).
 
 One call handles one chunk of one tensor across INIT (row 0), the checkpoints (rows 1..K) and the final
 checkpoint (row ``fin``, one of them or an extra row): it adds the per-step counters (``out``, shape
 ``(K, NSTEP)``) and the split counters (``split``, shape ``(NSPLIT,)``). Only counts leave the chunk.
 
-The numba version keeps one ``uint16`` word of state per element (bits: in the final subnetwork, bits
-differ in the final checkpoint, and the two running unions); one branch-free, vectorised pass per
+The compiled versions (C in :mod:`subnetscope.native`, or numba) keep one ``uint16`` word of state per
+element (bits: in the final subnetwork, bits differ in the final checkpoint, and the two running unions);
+one branch-free, vectorised pass per
 checkpoint updates it and returns that step's eight counts. The difference has the arithmetic of
 :mod:`subnetscope.kernels` (bf16 decoded by a shift, fp16/fp8 by table, fp32/fp64 viewed; exact or reference
 semantics), so "changed" means exactly what it means in ``compare``; the loop is specialised per decode kind
 and semantics by inlining it at constant arguments. The numpy version decodes everything and serves as the
-oracle, the fallback without numba, and the path for tensors whose dtype differs between checkpoints.
+oracle, the fallback without a compiled backend, and the path for tensors whose dtype differs between checkpoints.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from . import kernels
+from . import kernels, native
 from .dtypes import DType, decode, reference_threshold
 
 #: per-step counters
@@ -112,24 +113,21 @@ def _split_nb(st: Any) -> Any:  # pragma: no cover - jitted
     return f, fb, e, eb
 
 
-_dec = kernels.decode_nb
-_loop = _loop_nb
-_NB: tuple[Any, Any] | None = None
-if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() in ("", "0"):
-    nbm: Any
-    try:
-        import numba as nbm
-    except ImportError:  # pragma: no cover - numba is a dependency
-        nbm = None
-    if nbm is not None:
-        _dec = kernels.decode_j  # the same jitted decoder as compare's kernel
-        _loop = nbm.njit(inline="always", boundscheck=False)(_loop_nb)
-        _NB = (
-            nbm.njit(nogil=True, cache=True, boundscheck=False)(_step_nb),
-            nbm.njit(nogil=True, cache=True, boundscheck=False)(_split_nb),
-        )
+#: set by :func:`numba_jit` before the kernels that call them are compiled
+_dec: Any = kernels.decode_nb
+_loop: Any = _loop_nb
 
-USING_NUMBA = _NB is not None
+
+@functools.cache
+def numba_jit() -> Any:
+    """The jitted step and split kernels (numba imported and compiled on first use)."""
+    import numba
+
+    global _dec, _loop
+    _dec = kernels.numba_jit().decode  # the same jitted decoder as compare's kernel
+    _loop = numba.njit(inline="always", boundscheck=False)(_loop_nb)
+    kernel = numba.njit(nogil=True, cache=True, boundscheck=False)
+    return kernel(_step_nb), kernel(_split_nb)
 
 
 def _thr(tol: float, semantics: str, dt: DType | None) -> float:
@@ -219,31 +217,43 @@ def series_chunk(
     out: np.ndarray,
     split: np.ndarray,
     state: np.ndarray | None = None,
-    use_numba: bool | None = None,
+    backend: str | None = None,
 ) -> None:
     """Like :func:`series_chunk_np` for rows (contiguous raw bits, same length) that all share one float
-    ``dtype``, with the numba kernel when available; ``state`` is an optional :func:`scratch` array."""
-    nb = USING_NUMBA if use_numba is None else (use_numba and USING_NUMBA)
-    if not nb or _NB is None:
+    ``dtype``, with the fastest kernel backend (:data:`subnetscope.kernels.BACKENDS`) unless ``backend``
+    is given; ``state`` is an optional :func:`scratch` array."""
+    be = kernels.pick_backend(backend, dtype)
+    if be == "numpy":
         series_chunk_np(rows, [dtype] * len(rows), tol, semantics, nsteps, fin, out, split)
         return
-    step, count_split = _NB
     n = rows[0].shape[0]
     if state is None or state.shape[0] < n:
         state = scratch(n)
     st = state[:n]
     st[:] = 0
-    kind, lut, vals = kernels.decode_operands(dtype, list(rows))
     ref = semantics == "reference" and dtype.code != "F64"
     thr = _thr(tol, semantics, dtype)
-    # the final checkpoint: "changed" lands in bit 2 and "bits differ" in bit 3; move them to bits 0 and 1
-    step(rows[0], rows[0], rows[fin], vals[0], vals[0], vals[fin], lut, kind, ref, thr, st)
-    np.right_shift(st, 2, out=st)
-    for k in range(1, nsteps + 1):
-        out[k - 1] += step(
-            rows[0], rows[k - 1], rows[k], vals[0], vals[k - 1], vals[k], lut, kind, ref, thr, st
+    if be == "native":
+        lut, lut32 = (
+            kernels.tables32(dtype.code) if kernels.decode_kind(dtype) == kernels.DECODE_LUT else (None, None)
         )
-    f, fb, e, eb = count_split(st)
+        scratch8 = np.zeros(8, dtype=np.int64)
+        # the final checkpoint: "changed" lands in bit 2 and "bits differ" in bit 3; moved to bits 0 and 1
+        native.series_step(rows[0], rows[0], rows[fin], dtype, ref, thr, st, scratch8, lut, lut32)
+        np.right_shift(st, 2, out=st)
+        for k in range(1, nsteps + 1):
+            native.series_step(rows[0], rows[k - 1], rows[k], dtype, ref, thr, st, out[k - 1], lut, lut32)
+        f, fb, e, eb = native.series_split(st)
+    else:
+        step, count_split = numba_jit()
+        kind, lut, vals = kernels.decode_operands(dtype, list(rows))
+        step(rows[0], rows[0], rows[fin], vals[0], vals[0], vals[fin], lut, kind, ref, thr, st)
+        np.right_shift(st, 2, out=st)
+        for k in range(1, nsteps + 1):
+            out[k - 1] += step(
+                rows[0], rows[k - 1], rows[k], vals[0], vals[k - 1], vals[k], lut, kind, ref, thr, st
+            )
+        f, fb, e, eb = count_split(st)
     split[NEVER] += n - e
     split[CANCELLED] += e - f
     split[FINAL] += f

@@ -1,0 +1,435 @@
+/*
+ * Native (C) versions of the two hot loops: compare's fused per-chunk count (and its mask bits) and the
+ * series step. They compute exactly what the numba kernels in kernels.py and series_kernels.py compute,
+ * and are called through ctypes from native.py (ctypes releases the GIL, so the engine's threads run them
+ * in parallel). Compiled as an optional extension: without a C compiler subnetscope falls back to numba.
+ *
+ * Why C as well as numba: a fresh process pays about 0.5 s to import numba and load a cached kernel,
+ * which is as long as reading a 1B-parameter pair from the page cache; this library loads in a few
+ * milliseconds. The loops are plain C that GCC vectorises; on x86-64 Linux each is compiled three times
+ * (baseline, x86-64-v3 = AVX2, x86-64-v4 = AVX-512) and the loader picks the best one for the CPU.
+ *
+ * Decode codes (kernels.NATIVE_CODES): 0 bf16 (shift into float32 bits), 1 16-bit table (fp16),
+ * 2 8-bit table (fp8), 3 fp32 (view), 4 fp64 (view). Tables hold float64 values.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(SS_CLONES)
+/* set by the build */
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define SS_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define SS_CLONES
+#endif
+
+#if defined(_WIN32)
+#define SS_EXPORT __declspec(dllexport)
+#else
+#define SS_EXPORT __attribute__((visibility("default")))
+#endif
+
+static inline float bf16_f32(uint16_t x) {
+    uint32_t u = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline float u32_f32(uint32_t x) {
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+static inline double u64_f64(uint64_t x) {
+    double f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+/* decoders: DEC_<code>(bits) -> a value whose float conversion is exact */
+#define DEC_BF16(x) bf16_f32(x)
+#define DEC_LUT(x) lut[x]
+#define DEC_F32(x) u32_f32(x)
+#define DEC_F64(x) u64_f64(x)
+
+/* |y - x|: exact (float64 difference) or reference (torch's float32 difference, then widened) */
+#define DIFF(REF, fx, fy) ((REF) ? (double)fabsf((float)(fy) - (float)(fx)) : fabs((double)(fy) - (double)(fx)))
+
+/* ------------------------------------------------------------------------------------------------------
+ * compare: out[0..3] += #(|d| <= t_k); out[4] += identical; out[5], out[6] += non-finite base / target.
+ * A bit-identical pair counts as d = 0 (NaN included).
+ */
+#define DEF_COUNT4(NAME, T, DEC, REF)                                                                      \
+    SS_CLONES static void NAME(const T *restrict a, const T *restrict b, int64_t n,                      \
+                               const double *restrict lut, const double *restrict t, T nfm, T nfv,       \
+                               int64_t *restrict out) {                                                  \
+        (void)lut;                                                                                       \
+        const double t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];                                         \
+        int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, id = 0, na = 0, nb = 0;                                  \
+        for (int64_t i = 0; i < n; i++) {                                                                \
+            const T x = a[i], y = b[i];                                                                  \
+            const int eq = x == y;                                                                       \
+            double d = DIFF(REF, DEC(x), DEC(y));                                                        \
+            d = eq ? 0.0 : d;                                                                            \
+            id += eq;                                                                                    \
+            na += (x & nfm) == nfv;                                                                      \
+            nb += (y & nfm) == nfv;                                                                      \
+            c0 += d <= t0;                                                                               \
+            c1 += d <= t1;                                                                               \
+            c2 += d <= t2;                                                                               \
+            c3 += d <= t3;                                                                               \
+        }                                                                                                \
+        out[0] += c0;                                                                                    \
+        out[1] += c1;                                                                                    \
+        out[2] += c2;                                                                                    \
+        out[3] += c3;                                                                                    \
+        out[4] += id;                                                                                    \
+        out[5] += na;                                                                                    \
+        out[6] += nb;                                                                                    \
+    }
+
+/* mask: bit i (little bit order) of out = "changed at tm" for element i */
+#define DEF_MASK(NAME, T, DEC, REF)                                                                        \
+    SS_CLONES static void NAME(const T *restrict a, const T *restrict b, int64_t n,                      \
+                               const double *restrict lut, double tm, uint8_t *restrict out) {           \
+        (void)lut;                                                                                       \
+        const int64_t full = n >> 3;                                                                     \
+        for (int64_t j = 0; j < full; j++) {                                                             \
+            unsigned byte = 0;                                                                           \
+            for (int t = 0; t < 8; t++) {                                                                \
+                const int64_t i = (j << 3) + t;                                                          \
+                const T x = a[i], y = b[i];                                                              \
+                double d = DIFF(REF, DEC(x), DEC(y));                                                    \
+                d = x == y ? 0.0 : d;                                                                    \
+                byte |= (unsigned)!(d <= tm) << t;                                                       \
+            }                                                                                            \
+            out[j] = (uint8_t)byte;                                                                      \
+        }                                                                                                \
+        if (n & 7) {                                                                                     \
+            unsigned byte = 0;                                                                           \
+            for (int t = 0; t < (int)(n & 7); t++) {                                                     \
+                const int64_t i = (full << 3) + t;                                                       \
+                const T x = a[i], y = b[i];                                                              \
+                double d = DIFF(REF, DEC(x), DEC(y));                                                    \
+                d = x == y ? 0.0 : d;                                                                    \
+                byte |= (unsigned)!(d <= tm) << t;                                                       \
+            }                                                                                            \
+            out[full] = (uint8_t)byte;                                                                   \
+        }                                                                                                \
+    }
+
+/* ------------------------------------------------------------------------------------------------------
+ * series step (see series_kernels._loop_nb): a = INIT, p = previous checkpoint, x = this one. The state
+ * word per element keeps bit 0 "in the final subnetwork", bit 1 "bits differ in the final checkpoint",
+ * bit 2 "ever changed", bit 3 "bits ever differed". out[0..7] += the eight per-step counts.
+ */
+#define DEF_STEP(NAME, T, DEC, REF)                                                                        \
+    SS_CLONES static void NAME(const T *restrict a, const T *restrict p, const T *restrict x, int64_t n, \
+                               const double *restrict lut, double thr, uint16_t *restrict st,            \
+                               int64_t *restrict out) {                                                  \
+        (void)lut;                                                                                       \
+        int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;                          \
+        for (int64_t i = 0; i < n; i++) {                                                                \
+            const T ai = a[i], pi = p[i], xi = x[i];                                                     \
+            const double di = DIFF(REF, DEC(ai), DEC(xi));                                               \
+            const double dp = DIFF(REF, DEC(pi), DEC(xi));                                               \
+            const uint16_t ii = ai == xi, ip = pi == xi;                                                 \
+            const uint16_t ci = (uint16_t)(!(di <= thr)) & (uint16_t)(1 - ii);                           \
+            const uint16_t cp = (uint16_t)(!(dp <= thr)) & (uint16_t)(1 - ip);                           \
+            uint16_t s = st[i];                                                                          \
+            const uint16_t nf = (uint16_t)(1 - (s & 1));                                                 \
+            s = (uint16_t)(s | (ci << 2) | ((1 - ii) << 3));                                             \
+            st[i] = s;                                                                                   \
+            c0 += ci;                                                                                    \
+            c1 += ii;                                                                                    \
+            c2 += cp;                                                                                    \
+            c3 += ip;                                                                                    \
+            c4 += ci & nf;                                                                               \
+            c5 += cp & nf;                                                                               \
+            c6 += (s >> 2) & 1;                                                                          \
+            c7 += (s >> 3) & 1;                                                                          \
+        }                                                                                                \
+        out[0] += c0;                                                                                    \
+        out[1] += c1;                                                                                    \
+        out[2] += c2;                                                                                    \
+        out[3] += c3;                                                                                    \
+        out[4] += c4;                                                                                    \
+        out[5] += c5;                                                                                    \
+        out[6] += c6;                                                                                    \
+        out[7] += c7;                                                                                    \
+    }
+
+#define DEF_ALL(SUFFIX, T, DEC)                                                                            \
+    DEF_COUNT4(count4_##SUFFIX##_x, T, DEC, 0)                                                           \
+    DEF_COUNT4(count4_##SUFFIX##_r, T, DEC, 1)                                                           \
+    DEF_MASK(mask_##SUFFIX##_x, T, DEC, 0)                                                               \
+    DEF_MASK(mask_##SUFFIX##_r, T, DEC, 1)                                                               \
+    DEF_STEP(step_##SUFFIX##_x, T, DEC, 0)                                                               \
+    DEF_STEP(step_##SUFFIX##_r, T, DEC, 1)
+
+DEF_ALL(bf16, uint16_t, DEC_BF16)
+DEF_ALL(lut16, uint16_t, DEC_LUT)
+DEF_ALL(lut8, uint8_t, DEC_LUT)
+DEF_ALL(f32, uint32_t, DEC_F32)
+/* fp64 has no reference variant: torch computes an fp64 delta in fp64 (the caller never asks for one) */
+DEF_COUNT4(count4_f64_x, uint64_t, DEC_F64, 0)
+DEF_MASK(mask_f64_x, uint64_t, DEC_F64, 0)
+DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
+
+/* ------------------------------------------------------------------------------------------------------
+ * Fast variants: the difference in float32 (16 lanes per AVX-512 vector instead of 8), in blocks of BLK
+ * elements, falling back to the float64 loops above for a block where float32 cannot decide.
+ *
+ * For inputs exact in float32 (bf16, fp16, fp8, fp32), d32 = fl32(|y - x|) is the rounding of the exact
+ * difference d, and rounding is monotone: with R = fl32(T), d32 < R implies d <= T and d32 > R implies
+ * d > T. Only d32 == R is undecided; such a block (rare: it needs a difference equal to a float32 next to
+ * the tolerance) is recounted in float64. The caller passes le[k] = the largest float32 below R (so
+ * "d32 <= le" is "d32 < R") and amb[k] = R. For reference semantics the float32 difference is the
+ * definition, so le[k] is T rounded down to float32 and amb[k] is NaN (never equal). Bit-identical
+ * elements get d32 = -1, below every threshold and never undecided.
+ */
+#define BLK 2048
+
+#define DEF_COUNT4F(NAME, T, DEC32, SLOW)                                                                 \
+    SS_CLONES static void NAME(const T *restrict a, const T *restrict b, int64_t n,                      \
+                               const float *restrict lut32, const double *restrict lut,                  \
+                               const float *restrict le, const float *restrict amb,                      \
+                               const double *restrict t, T nfm, T nfv, int64_t *restrict out) {          \
+        (void)lut32;                                                                                     \
+        const float l0 = le[0], l1 = le[1], l2 = le[2], l3 = le[3];                                      \
+        const float m0 = amb[0], m1 = amb[1], m2 = amb[2], m3 = amb[3];                                  \
+        for (int64_t s = 0; s < n; s += BLK) {                                                           \
+            const int32_t m = (int32_t)(n - s < BLK ? n - s : BLK);                                      \
+            const T *restrict x_ = a + s, *restrict y_ = b + s;                                          \
+            int32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, id = 0, na = 0, nb = 0, und = 0;                     \
+            for (int32_t i = 0; i < m; i++) {                                                            \
+                const T x = x_[i], y = y_[i];                                                            \
+                const int32_t eq = x == y;                                                               \
+                float d = fabsf(DEC32(y) - DEC32(x));                                                    \
+                d = eq ? -1.0f : d;                                                                      \
+                id += eq;                                                                                \
+                na += (x & nfm) == nfv;                                                                  \
+                nb += (y & nfm) == nfv;                                                                  \
+                c0 += d <= l0;                                                                           \
+                c1 += d <= l1;                                                                           \
+                c2 += d <= l2;                                                                           \
+                c3 += d <= l3;                                                                           \
+                und += (d == m0) | (d == m1) | (d == m2) | (d == m3);                                    \
+            }                                                                                            \
+            if (und) {                                                                                   \
+                SLOW(x_, y_, m, lut, t, nfm, nfv, out);                                                  \
+                continue;                                                                                \
+            }                                                                                            \
+            out[0] += c0;                                                                                \
+            out[1] += c1;                                                                                \
+            out[2] += c2;                                                                                \
+            out[3] += c3;                                                                                \
+            out[4] += id;                                                                                \
+            out[5] += na;                                                                                \
+            out[6] += nb;                                                                                \
+        }                                                                                                \
+    }
+
+#define DEF_MASKF(NAME, T, DEC32, SLOW)                                                                   \
+    SS_CLONES static void NAME(const T *restrict a, const T *restrict b, int64_t n,                      \
+                               const float *restrict lut32, const double *restrict lut, float le,        \
+                               float amb, double tm, uint8_t *restrict out) {                            \
+        (void)lut32;                                                                                     \
+        for (int64_t s = 0; s < n; s += BLK) {                                                           \
+            const int32_t m = (int32_t)(n - s < BLK ? n - s : BLK);                                      \
+            const T *restrict x_ = a + s, *restrict y_ = b + s;                                          \
+            uint8_t *restrict o_ = out + (s >> 3);                                                       \
+            int32_t und = 0;                                                                             \
+            const int32_t full = m >> 3;                                                                 \
+            for (int32_t j = 0; j < full; j++) {                                                         \
+                unsigned byte = 0;                                                                       \
+                for (int t = 0; t < 8; t++) {                                                            \
+                    const T x = x_[8 * j + t], y = y_[8 * j + t];                                        \
+                    float d = fabsf(DEC32(y) - DEC32(x));                                                \
+                    d = x == y ? -1.0f : d;                                                              \
+                    und += d == amb;                                                                     \
+                    byte |= (unsigned)!(d <= le) << t;                                                   \
+                }                                                                                        \
+                o_[j] = (uint8_t)byte;                                                                   \
+            }                                                                                            \
+            if (m & 7) {                                                                                 \
+                unsigned byte = 0;                                                                       \
+                for (int t = 0; t < (m & 7); t++) {                                                      \
+                    const T x = x_[8 * full + t], y = y_[8 * full + t];                                  \
+                    float d = fabsf(DEC32(y) - DEC32(x));                                                \
+                    d = x == y ? -1.0f : d;                                                              \
+                    und += d == amb;                                                                     \
+                    byte |= (unsigned)!(d <= le) << t;                                                   \
+                }                                                                                        \
+                o_[full] = (uint8_t)byte;                                                                \
+            }                                                                                            \
+            if (und) SLOW(x_, y_, m, lut, tm, o_);                                                       \
+        }                                                                                                \
+    }
+
+#define DEF_STEPF(NAME, T, DEC32, SLOW)                                                                   \
+    SS_CLONES static void NAME(const T *restrict a, const T *restrict p, const T *restrict x, int64_t n, \
+                               const float *restrict lut32, const double *restrict lut, float le,        \
+                               float amb, double thr, uint16_t *restrict st, int64_t *restrict out) {    \
+        /* (ci + nf) >> 1 is ci & nf: written so, GCC 12 vectorises the loop */                         \
+        (void)lut32;                                                                                     \
+        uint16_t tmp[BLK];                                                                               \
+        for (int64_t s = 0; s < n; s += BLK) {                                                           \
+            const int32_t m = (int32_t)(n - s < BLK ? n - s : BLK);                                      \
+            const T *restrict a_ = a + s, *restrict p_ = p + s, *restrict x_ = x + s;                    \
+            uint16_t *restrict s_ = st + s;                                                              \
+            int32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0, und = 0;             \
+            for (int32_t i = 0; i < m; i++) {                                                            \
+                const T ai = a_[i], pi = p_[i], xi = x_[i];                                              \
+                const float fx = DEC32(xi);                                                              \
+                const int32_t ii = ai == xi, ip = pi == xi;                                              \
+                float di = fabsf(fx - DEC32(ai));                                                        \
+                float dp = fabsf(fx - DEC32(pi));                                                        \
+                di = ii ? -1.0f : di;                                                                    \
+                dp = ip ? -1.0f : dp;                                                                    \
+                und += (di == amb) | (dp == amb);                                                        \
+                const int32_t ci = !(di <= le), cp = !(dp <= le);                                        \
+                int32_t v = s_[i];                                                                       \
+                const int32_t nf = 1 - (v & 1);                                                          \
+                v = v | (ci << 2) | ((1 - ii) << 3);                                                     \
+                tmp[i] = (uint16_t)v;                                                                    \
+                c0 += ci;                                                                                \
+                c1 += ii;                                                                                \
+                c2 += cp;                                                                                \
+                c3 += ip;                                                                                \
+                c4 += (ci + nf) >> 1;                                                                       \
+                c5 += (cp + nf) >> 1;                                                                       \
+                c6 += (v >> 2) & 1;                                                                      \
+                c7 += (v >> 3) & 1;                                                                      \
+            }                                                                                            \
+            if (und) {                                                                                   \
+                SLOW(a_, p_, x_, m, lut, thr, s_, out);                                                  \
+                continue;                                                                                \
+            }                                                                                            \
+            memcpy(s_, tmp, (size_t)m * sizeof *tmp);                                                    \
+            out[0] += c0;                                                                                \
+            out[1] += c1;                                                                                \
+            out[2] += c2;                                                                                \
+            out[3] += c3;                                                                                \
+            out[4] += c4;                                                                                \
+            out[5] += c5;                                                                                \
+            out[6] += c6;                                                                                \
+            out[7] += c7;                                                                                \
+        }                                                                                                \
+    }
+
+#define DEC32_BF16(x) bf16_f32(x)
+#define DEC32_LUT(x) lut32[x]
+#define DEC32_F32(x) u32_f32(x)
+
+#define DEF_FAST(SUFFIX, T, DEC32)                                                                         \
+    DEF_COUNT4F(count4f_##SUFFIX, T, DEC32, count4_##SUFFIX##_x)                                          \
+    DEF_MASKF(maskf_##SUFFIX, T, DEC32, mask_##SUFFIX##_x)                                                \
+    DEF_STEPF(stepf_##SUFFIX, T, DEC32, step_##SUFFIX##_x)
+
+DEF_FAST(bf16, uint16_t, DEC32_BF16)
+DEF_FAST(lut16, uint16_t, DEC32_LUT)
+DEF_FAST(lut8, uint8_t, DEC32_LUT)
+DEF_FAST(f32, uint32_t, DEC32_F32)
+
+/* ------------------------------------------------------------------------------------------------------
+ * exported entry points. ``fast`` selects the float32 variants (le/amb as described above; ignored for
+ * fp64). Return 0, or -1 for an unknown code (the caller checks).
+ */
+SS_EXPORT int ss_count4(const void *a, const void *b, int64_t n, int code, int ref, int fast,
+                        const float *lut32, const double *lut, const float *le, const float *amb,
+                        const double *thr4, uint64_t nfm, uint64_t nfv, int64_t *out) {
+    const uint16_t m16 = (uint16_t)nfm, v16 = (uint16_t)nfv;
+    const uint8_t m8 = (uint8_t)nfm, v8 = (uint8_t)nfv;
+    const uint32_t m32 = (uint32_t)nfm, v32 = (uint32_t)nfv;
+    if (fast && code <= 3) {
+        switch (code) {
+        case 0: count4f_bf16(a, b, n, lut32, lut, le, amb, thr4, m16, v16, out); return 0;
+        case 1: count4f_lut16(a, b, n, lut32, lut, le, amb, thr4, m16, v16, out); return 0;
+        case 2: count4f_lut8(a, b, n, lut32, lut, le, amb, thr4, m8, v8, out); return 0;
+        default: count4f_f32(a, b, n, lut32, lut, le, amb, thr4, m32, v32, out); return 0;
+        }
+    }
+    switch (code * 2 + (ref ? 1 : 0)) {
+    case 0: count4_bf16_x(a, b, n, lut, thr4, m16, v16, out); return 0;
+    case 1: count4_bf16_r(a, b, n, lut, thr4, m16, v16, out); return 0;
+    case 2: count4_lut16_x(a, b, n, lut, thr4, m16, v16, out); return 0;
+    case 3: count4_lut16_r(a, b, n, lut, thr4, m16, v16, out); return 0;
+    case 4: count4_lut8_x(a, b, n, lut, thr4, m8, v8, out); return 0;
+    case 5: count4_lut8_r(a, b, n, lut, thr4, m8, v8, out); return 0;
+    case 6: count4_f32_x(a, b, n, lut, thr4, m32, v32, out); return 0;
+    case 7: count4_f32_r(a, b, n, lut, thr4, m32, v32, out); return 0;
+    case 8: count4_f64_x(a, b, n, lut, thr4, nfm, nfv, out); return 0;
+    default: return -1;
+    }
+}
+
+#define DISPATCH(PREFIX, ref, code, ...)                                                                   \
+    switch ((code) * 2 + ((ref) ? 1 : 0)) {                                                              \
+    case 0: PREFIX##_bf16_x(__VA_ARGS__); return 0;                                                      \
+    case 1: PREFIX##_bf16_r(__VA_ARGS__); return 0;                                                      \
+    case 2: PREFIX##_lut16_x(__VA_ARGS__); return 0;                                                     \
+    case 3: PREFIX##_lut16_r(__VA_ARGS__); return 0;                                                     \
+    case 4: PREFIX##_lut8_x(__VA_ARGS__); return 0;                                                      \
+    case 5: PREFIX##_lut8_r(__VA_ARGS__); return 0;                                                      \
+    case 6: PREFIX##_f32_x(__VA_ARGS__); return 0;                                                       \
+    case 7: PREFIX##_f32_r(__VA_ARGS__); return 0;                                                       \
+    case 8: PREFIX##_f64_x(__VA_ARGS__); return 0;                                                       \
+    default: return -1;                                                                                  \
+    }
+
+#define DISPATCH_FAST(PREFIX, code, ...)                                                                   \
+    switch (code) {                                                                                      \
+    case 0: PREFIX##_bf16(__VA_ARGS__); return 0;                                                        \
+    case 1: PREFIX##_lut16(__VA_ARGS__); return 0;                                                       \
+    case 2: PREFIX##_lut8(__VA_ARGS__); return 0;                                                        \
+    default: PREFIX##_f32(__VA_ARGS__); return 0;                                                        \
+    }
+
+SS_EXPORT int ss_mask(const void *a, const void *b, int64_t n, int code, int ref, int fast,
+                      const float *lut32, const double *lut, float le, float amb, double tm, uint8_t *out) {
+    if (fast && code <= 3) DISPATCH_FAST(maskf, code, a, b, n, lut32, lut, le, amb, tm, out)
+    DISPATCH(mask, ref, code, a, b, n, lut, tm, out)
+}
+
+SS_EXPORT int ss_series_step(const void *a, const void *p, const void *x, int64_t n, int code, int ref,
+                             int fast, const float *lut32, const double *lut, float le, float amb,
+                             double thr, uint16_t *st, int64_t *out) {
+    if (fast && code <= 3) DISPATCH_FAST(stepf, code, a, p, x, n, lut32, lut, le, amb, thr, st, out)
+    DISPATCH(step, ref, code, a, p, x, n, lut, thr, st, out)
+}
+
+/* bumped whenever an exported signature changes; native.py refuses a library built from other sources */
+SS_EXPORT int ss_abi_version(void) { return 1; }
+
+/* split counts of a finished state array: final, final bits, ever changed or final, bits ever differed or
+ * final bits */
+SS_CLONES SS_EXPORT void ss_series_split(const uint16_t *restrict st, int64_t n, int64_t *restrict out) {
+    int64_t f = 0, fb = 0, e = 0, eb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t s = st[i];
+        const uint16_t u = (uint16_t)((s >> 2) | s);
+        f += s & 1;
+        fb += (s >> 1) & 1;
+        e += u & 1;
+        eb += (u >> 1) & 1;
+    }
+    out[0] += f;
+    out[1] += fb;
+    out[2] += e;
+    out[3] += eb;
+}
+
+/* ------------------------------------------------------------------------------------------------------
+ * the module itself has no Python functions: native.py loads this file with ctypes */
+static struct PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_native",
+                                           "C kernels, called through ctypes by subnetscope.native.", -1,
+                                           NULL, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&native_module); }

@@ -1,0 +1,177 @@
+"""The optional C kernels (``_native.c``), loaded with ctypes: compare's count and mask, the series step.
+
+They compute what the numba kernels of :mod:`subnetscope.kernels` and :mod:`subnetscope.series_kernels`
+compute, bit for bit (tests check all three backends against the brute-force oracle). What they add is
+start-up: this library loads in milliseconds where numba costs about 0.5 s per process (its import plus
+loading a cached kernel), which is as long as reading a 1B-parameter pair. They are also a little faster:
+differences are taken in float32 where that decides the comparison exactly, and in float64 otherwise
+(see the comment in ``_native.c``).
+
+``AVAILABLE`` is false when the extension was not built (no C compiler at install time) or when
+``SUBNETSCOPE_NO_NATIVE=1``; callers then use numba.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+from typing import Any
+
+import numpy as np
+
+from .dtypes import DType
+
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
+
+#: must equal ``ss_abi_version()`` of the compiled library
+ABI_VERSION = 1
+
+#: decode code of a dtype in the C kernels (see ``_native.c``)
+_CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 2, "F8_E5M2": 2, "F32": 3, "F64": 4}
+
+
+def _load() -> Any:
+    if os.environ.get("SUBNETSCOPE_NO_NATIVE", "").strip() not in ("", "0"):
+        return None
+    try:
+        path = importlib.import_module(f"{__package__}._native").__file__
+    except ImportError:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:  # pragma: no cover - the module imported, so its file loads
+        return None
+    if not hasattr(lib, "ss_abi_version") or lib.ss_abi_version() != ABI_VERSION:
+        # built from other sources (an editable install whose C file changed since): rebuild with
+        # `pip install -e .` (or `make setup`); until then the numba kernels run
+        return None
+    lib.ss_count4.argtypes = [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _P, _P, _P, _U64, _U64, _P]
+    lib.ss_mask.argtypes = [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P]
+    lib.ss_series_step.argtypes = [_P, _P, _P, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P, _P]
+    lib.ss_series_split.argtypes = [_P, _I64, _P]
+    lib.ss_series_split.restype = None
+    return lib
+
+
+_LIB = _load()
+AVAILABLE = _LIB is not None
+
+_DUMMY_F32 = np.zeros(1, dtype=np.float32)
+_DUMMY_F64 = np.zeros(1, dtype=np.float64)
+
+
+def supports(dtype: DType) -> bool:
+    """Whether the C kernels handle this dtype (every float dtype of :mod:`subnetscope.dtypes`)."""
+    return dtype.code in _CODES
+
+
+def float32_bounds(thr: np.ndarray, ref: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 thresholds of the fast kernels for float64 thresholds ``thr``: ``(le, amb)``.
+
+    Exact semantics: with ``R = float32(t)`` (round to nearest), ``le`` is the largest float32 below ``R``
+    and ``amb`` is ``R`` (a float32 difference equal to ``R`` is recounted in float64). Reference
+    semantics: the difference is a float32 by definition, so ``le`` is ``t`` rounded down and ``amb`` NaN.
+    """
+    t = np.asarray(thr, dtype=np.float64)
+    r = t.astype(np.float32)
+    if ref:
+        le = np.where(r.astype(np.float64) > t, np.nextafter(r, np.float32(-np.inf)), r).astype(np.float32)
+        return le, np.full(t.shape, np.nan, dtype=np.float32)
+    return np.nextafter(r, np.float32(-np.inf)).astype(np.float32), r
+
+
+def _ptr(a: np.ndarray) -> int:
+    if not a.flags.c_contiguous:
+        raise ValueError("the C kernels need contiguous arrays")
+    return int(a.ctypes.data)
+
+
+def _tables(dtype: DType, lut: np.ndarray | None, lut32: np.ndarray | None) -> tuple[int, int]:
+    if lut is None or lut32 is None:
+        return _ptr(_DUMMY_F32), _ptr(_DUMMY_F64)
+    return _ptr(lut32), _ptr(lut)
+
+
+def count4(
+    a: np.ndarray,
+    b: np.ndarray,
+    dtype: DType,
+    ref: bool,
+    thr4: np.ndarray,
+    nonfinite: tuple[int, int],
+    out7: np.ndarray,
+    lut: np.ndarray | None = None,
+    lut32: np.ndarray | None = None,
+) -> None:
+    """Add to ``out7`` (int64): ``#(d <= thr4[k])`` for the four thresholds, identical, non-finite base and
+    target; ``lut``/``lut32`` are the float64/float32 decode tables of table-decoded dtypes (fp16, fp8)."""
+    lib = _LIB
+    assert lib is not None
+    code = _CODES[dtype.code]
+    fast = code != 4
+    le, amb = float32_bounds(thr4, ref) if fast else (_DUMMY_F32, _DUMMY_F32)
+    t = np.ascontiguousarray(thr4, dtype=np.float64)
+    p32, p64 = _tables(dtype, lut, lut32)
+    rc = lib.ss_count4(_ptr(a), _ptr(b), a.shape[0], code, int(ref), int(fast), p32, p64,
+                       _ptr(le), _ptr(amb), _ptr(t), nonfinite[0], nonfinite[1], _ptr(out7))  # fmt: skip
+    if rc:  # pragma: no cover - _CODES and the C switch agree
+        raise ValueError(f"no C kernel for {dtype.code}")
+
+
+def mask(
+    a: np.ndarray,
+    b: np.ndarray,
+    dtype: DType,
+    ref: bool,
+    thr: float,
+    out: np.ndarray,
+    lut: np.ndarray | None = None,
+    lut32: np.ndarray | None = None,
+) -> None:
+    """Write into ``out`` (uint8, ``ceil(n / 8)``) the packed bits (little bit order) of ``d > thr``."""
+    lib = _LIB
+    assert lib is not None
+    code = _CODES[dtype.code]
+    le, amb = float32_bounds(np.array([thr]), ref)
+    p32, p64 = _tables(dtype, lut, lut32)
+    rc = lib.ss_mask(_ptr(a), _ptr(b), a.shape[0], code, int(ref), int(code != 4), p32, p64,
+                     float(le[0]), float(amb[0]), float(thr), _ptr(out))  # fmt: skip
+    if rc:  # pragma: no cover
+        raise ValueError(f"no C kernel for {dtype.code}")
+
+
+def series_step(
+    a: np.ndarray,
+    p: np.ndarray,
+    x: np.ndarray,
+    dtype: DType,
+    ref: bool,
+    thr: float,
+    state: np.ndarray,
+    out8: np.ndarray,
+    lut: np.ndarray | None = None,
+    lut32: np.ndarray | None = None,
+) -> None:
+    """One checkpoint of the series kernel (``series_kernels._loop_nb``): updates ``state`` (uint16) and
+    adds the eight per-step counts to ``out8`` (int64)."""
+    lib = _LIB
+    assert lib is not None
+    code = _CODES[dtype.code]
+    le, amb = float32_bounds(np.array([thr]), ref)
+    p32, p64 = _tables(dtype, lut, lut32)
+    rc = lib.ss_series_step(_ptr(a), _ptr(p), _ptr(x), a.shape[0], code, int(ref), int(code != 4), p32, p64,
+                            float(le[0]), float(amb[0]), float(thr), _ptr(state), _ptr(out8))  # fmt: skip
+    if rc:  # pragma: no cover
+        raise ValueError(f"no C kernel for {dtype.code}")
+
+
+def series_split(state: np.ndarray) -> tuple[int, int, int, int]:
+    """Counts of a finished state array: final, final bits, ever changed or final, ever touched or final
+    bits (``series_kernels._split_nb``)."""
+    lib = _LIB
+    assert lib is not None
+    out = np.zeros(4, dtype=np.int64)
+    lib.ss_series_split(_ptr(state), state.shape[0], _ptr(out))
+    return int(out[0]), int(out[1]), int(out[2]), int(out[3])
