@@ -12,8 +12,10 @@ from click.testing import CliRunner
 import subnetscope
 from scale_helpers import CrashOnce, comparable, fp8_pair, save_fp8
 from subnetscope.cli import cli
+from subnetscope.engine import PassOptions
 from subnetscope.errors import CheckpointFormatError, UsageError
 from subnetscope.executors import (
+    AutoExecutor,
     ExecutorError,
     ProcessExecutor,
     RayExecutor,
@@ -69,6 +71,21 @@ def test_same_report_and_mask_as_serial(llama_pair, serial, tmp_path, executor):
     assert got == serial
     if isinstance(ex, ProcessExecutor):
         assert ex.last_run["tasks"] > 4 and ex.last_run["retries"] == 0 and ex.last_run["workers"] == 2
+
+
+def test_auto_picks_processes_only_for_large_plain_passes(llama_pair, serial, tmp_path):
+    bdir, tdir, *_ = llama_pair
+    plan = make_plan(open_checkpoint(bdir), open_checkpoint(tdir))
+    opts = PassOptions(TOLS, "exact", jobs=2)
+    fork = sys.platform.startswith("linux")
+    assert AutoExecutor(2, min_bytes=0).pick(plan, opts).name == ("processes" if fork else "threads")
+    assert AutoExecutor(2).pick(plan, opts).name == "threads"  # a small pass: threads start faster
+    assert AutoExecutor(1, min_bytes=0).pick(plan, opts).name == "threads"  # one job
+    with_consumer = PassOptions(TOLS, "exact", jobs=2, consumers=[CrashOnce("x", "y")])
+    assert AutoExecutor(2, min_bytes=0).pick(plan, with_consumer).name == "threads"
+    ex = AutoExecutor(2, min_bytes=0)
+    assert _run(bdir, tdir, tmp_path, "auto", executor=ex) == serial
+    assert ex.chose == ("processes" if fork else "threads")
 
 
 def test_processes_carry_consumers_fp8(tmp_path):

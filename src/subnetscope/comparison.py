@@ -109,6 +109,7 @@ def compare(
         progress: show a progress bar on stderr (only when it is a terminal).
         chunk_elements: elements per read (default 1 Mi).
         executor: ``"threads"`` (default), ``"serial"``, ``"processes"`` (``jobs`` local processes),
+            ``"auto"`` (processes for a large pass on Linux, else threads: the command line's default),
             ``"ray"``, or an :class:`~subnetscope.executors.Executor`; the report does not depend on it.
         ray_address: with ``executor="ray"``: the cluster to join (default: start a local instance).
         resume: a directory keeping finished tensors' stats (see :mod:`subnetscope.resume`): an interrupted

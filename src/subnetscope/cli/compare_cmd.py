@@ -49,10 +49,11 @@ from .common import (
 @chunk_option
 @click.option(
     "--executor",
-    type=click.Choice(["serial", "threads", "processes", "ray"]),
-    default="threads",
+    type=click.Choice(["auto", "serial", "threads", "processes", "ray"]),
+    default="auto",
     show_default=True,
-    help="Where the pass runs: -j threads, -j local processes, or Ray tasks. The report is the same.",
+    help="Where the pass runs: -j threads, -j local processes, or Ray tasks; auto: processes for a pass "
+    "of 1 GiB or more on Linux, else threads. The report is the same.",
 )
 @click.option(
     "--ray-address", default=None, metavar="ADDR", help="With --executor ray: join this cluster (e.g. auto)."
