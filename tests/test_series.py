@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -150,6 +152,27 @@ def test_jobs_and_chunk_size_do_not_change_the_result(run):
     a = series(run["dirs"][0], run["dirs"][1:], jobs=1).to_json()
     b = series(run["dirs"][0], run["dirs"][1:], jobs=3, chunk_elements=64).to_json()
     assert a == b
+    if sys.platform.startswith("linux"):  # forked workers, each on a share of the chunks
+        c = series(run["dirs"][0], run["dirs"][1:], jobs=2, chunk_elements=64, executor="processes")
+        assert c.to_json() == a
+    with pytest.raises(UsageError, match="unknown executor 'ray'"):
+        series(run["dirs"][0], run["dirs"][1:], executor="ray")
+
+
+def test_a_dead_series_worker_is_an_error_not_a_silent_gap():
+    from subnetscope.forked import WorkerDiedError, map_forked
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("forked workers are Linux-only")
+
+    def die(group: list[int]) -> int:
+        if 3 in group:
+            os._exit(1)
+        return sum(group)
+
+    assert sorted(map_forked(sum, [[1, 2], [4]], 2)) == [3, 4]
+    with pytest.raises(WorkerDiedError, match="a worker process of the series died"):
+        list(map_forked(die, [[1], [3]], 2, "series"))
 
 
 def test_run_directory_is_expanded_in_step_order(run, tmp_path):

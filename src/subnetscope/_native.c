@@ -406,24 +406,54 @@ SS_EXPORT int ss_series_step(const void *a, const void *p, const void *x, int64_
 }
 
 /* bumped whenever an exported signature changes; native.py refuses a library built from other sources */
-SS_EXPORT int ss_abi_version(void) { return 1; }
+SS_EXPORT int ss_abi_version(void) { return 2; }
 
 /* split counts of a finished state array: final, final bits, ever changed or final, bits ever differed or
  * final bits */
 SS_CLONES SS_EXPORT void ss_series_split(const uint16_t *restrict st, int64_t n, int64_t *restrict out) {
-    int64_t f = 0, fb = 0, e = 0, eb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const uint16_t s = st[i];
-        const uint16_t u = (uint16_t)((s >> 2) | s);
-        f += s & 1;
-        fb += (s >> 1) & 1;
-        e += u & 1;
-        eb += (u >> 1) & 1;
+    for (int64_t s = 0; s < n; s += BLK) {
+        const int32_t m = (int32_t)(n - s < BLK ? n - s : BLK);
+        int32_t f = 0, fb = 0, e = 0, eb = 0;
+        for (int32_t i = 0; i < m; i++) {
+            const int32_t v = st[s + i];
+            const int32_t u = (v >> 2) | v;
+            f += v & 1;
+            fb += (v >> 1) & 1;
+            e += u & 1;
+            eb += (u >> 1) & 1;
+        }
+        out[0] += f;
+        out[1] += fb;
+        out[2] += e;
+        out[3] += eb;
     }
-    out[0] += f;
-    out[1] += fb;
-    out[2] += e;
-    out[3] += eb;
+}
+
+/* A whole series chunk, block by block so that a block of every row and its state stay in L1 across the
+ * steps: rows[0] is INIT, rows[1..nsteps] the checkpoints, rows[fin] the final one (all of one dtype, n
+ * elements). out (nsteps x 8) and split4 get the counts of series_kernels.series_chunk. */
+SS_EXPORT int ss_series_chunk(const void *const *rows, int nsteps, int fin, int64_t n, int code, int ref,
+                              int fast, const float *lut32, const double *lut, float le, float amb,
+                              double thr, int64_t *out, int64_t *split4) {
+    static const int64_t width[] = {2, 2, 1, 4, 8};
+    if (code < 0 || code > 4) return -1;
+    const int64_t w = width[code];
+    uint16_t st[BLK];
+    int64_t scratch[8];
+    for (int64_t s = 0; s < n; s += BLK) {
+        const int64_t m = n - s < BLK ? n - s : BLK;
+#define ROW(r) ((const void *)((const char *)rows[r] + s * w))
+        memset(st, 0, sizeof st);
+        /* the final checkpoint: "changed" lands in bit 2 and "bits differ" in bit 3; moved to bits 0, 1 */
+        ss_series_step(ROW(0), ROW(0), ROW(fin), m, code, ref, fast, lut32, lut, le, amb, thr, st, scratch);
+        for (int64_t i = 0; i < m; i++) st[i] = (uint16_t)(st[i] >> 2);
+        for (int k = 1; k <= nsteps; k++)
+            ss_series_step(ROW(0), ROW(k - 1), ROW(k), m, code, ref, fast, lut32, lut, le, amb, thr, st,
+                           out + 8 * (k - 1));
+        ss_series_split(st, m, split4);
+#undef ROW
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
 
 #: must equal ``ss_abi_version()`` of the compiled library
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 #: decode code of a dtype in the C kernels (see ``_native.c``)
 _CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 2, "F8_E5M2": 2, "F32": 3, "F64": 4}
@@ -49,9 +49,7 @@ def _load() -> Any:
         return None
     lib.ss_count4.argtypes = [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _P, _P, _P, _U64, _U64, _P]
     lib.ss_mask.argtypes = [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P]
-    lib.ss_series_step.argtypes = [_P, _P, _P, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P, _P]
-    lib.ss_series_split.argtypes = [_P, _I64, _P]
-    lib.ss_series_split.restype = None
+    lib.ss_series_chunk.argtypes = [_P, _INT, _INT, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P, _P]
     return lib
 
 
@@ -142,36 +140,30 @@ def mask(
         raise ValueError(f"no C kernel for {dtype.code}")
 
 
-def series_step(
-    a: np.ndarray,
-    p: np.ndarray,
-    x: np.ndarray,
+def series_chunk(
+    rows: list[np.ndarray],
     dtype: DType,
     ref: bool,
     thr: float,
-    state: np.ndarray,
-    out8: np.ndarray,
+    nsteps: int,
+    fin: int,
+    out: np.ndarray,
+    split4: np.ndarray,
     lut: np.ndarray | None = None,
     lut32: np.ndarray | None = None,
 ) -> None:
-    """One checkpoint of the series kernel (``series_kernels._loop_nb``): updates ``state`` (uint16) and
-    adds the eight per-step counts to ``out8`` (int64)."""
+    """A whole chunk of a series (``rows[0]`` INIT, ``rows[1..nsteps]`` the checkpoints, ``rows[fin]`` the
+    final one) block by block: adds the per-step counts to ``out`` (``(nsteps, 8)`` int64, C order) and
+    final, final bits, ever changed or final, ever touched or final bits to ``split4`` (int64)."""
     lib = _LIB
     assert lib is not None
+    if not (out.flags.c_contiguous and out.dtype == np.int64 and out.shape == (nsteps, 8)):
+        raise ValueError("out must be a C-ordered (nsteps, 8) int64 array")
     code = _CODES[dtype.code]
     le, amb = float32_bounds(np.array([thr]), ref)
     p32, p64 = _tables(dtype, lut, lut32)
-    rc = lib.ss_series_step(_ptr(a), _ptr(p), _ptr(x), a.shape[0], code, int(ref), int(code != 4), p32, p64,
-                            float(le[0]), float(amb[0]), float(thr), _ptr(state), _ptr(out8))  # fmt: skip
+    ptrs = (ctypes.c_void_p * len(rows))(*[_ptr(r) for r in rows])
+    rc = lib.ss_series_chunk(ptrs, nsteps, fin, rows[0].shape[0], code, int(ref), int(code != 4), p32, p64,
+                             float(le[0]), float(amb[0]), float(thr), _ptr(out), _ptr(split4))  # fmt: skip
     if rc:  # pragma: no cover
         raise ValueError(f"no C kernel for {dtype.code}")
-
-
-def series_split(state: np.ndarray) -> tuple[int, int, int, int]:
-    """Counts of a finished state array: final, final bits, ever changed or final, ever touched or final
-    bits (``series_kernels._split_nb``)."""
-    lib = _LIB
-    assert lib is not None
-    out = np.zeros(4, dtype=np.int64)
-    lib.ss_series_split(_ptr(state), state.shape[0], _ptr(out))
-    return int(out[0]), int(out[1]), int(out[2]), int(out[3])

@@ -23,6 +23,7 @@ arithmetic); bit-identical elements are always unchanged.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -64,6 +65,8 @@ REPORT_KIND = "subnetscope.series"
 DEFAULT_CHUNK_ELEMENTS = 1 << 20
 #: with many checkpoints the default chunk shrinks so that one thread's rows stay within this many bytes
 ROW_BUDGET_BYTES = 64 << 20
+#: where a series runs (see :func:`series`)
+SERIES_EXECUTORS = ("auto", "threads", "processes")
 
 CheckpointLike = str | os.PathLike[str] | Checkpoint
 
@@ -342,6 +345,7 @@ def series(
     jobs: int | None = None,
     chunk_elements: int | None = None,
     progress: bool = False,
+    executor: str = "threads",
 ) -> SeriesReport:
     """Sparsity dynamics of a run: INIT and its checkpoints in training order, each read once.
 
@@ -356,6 +360,9 @@ def series(
         jobs: worker threads (default: CPUs, at most 8); the result does not depend on it.
         chunk_elements: elements per read and checkpoint (default 1 Mi, less with many checkpoints).
         progress: progress bar on stderr (only on a terminal).
+        executor: ``"threads"`` (default), ``"processes"`` (``jobs`` forked worker processes, Linux) or
+            ``"auto"`` (processes for a series of 1 GiB or more, the command line's default); the result
+            does not depend on it.
 
     Tensors are aligned by name; a tensor missing from a checkpoint or of another shape than in INIT is
     left out of the whole series, with a finding.
@@ -446,8 +453,28 @@ def series(
             bar.update(count * sum(i.dtype.itemsize for i in t.infos))
 
         total = sum(t.numel * sum(i.dtype.itemsize for i in t.infos) for t in tensors)
+        forked = _use_processes(executor, nj, total)
         with progress_bar(total, "series", enabled=progress, unit="B") as bar:
-            if nj == 1:
+            if forked:
+                from .forked import map_forked
+
+                groups = [list(itertools.islice(tasks(), g, None, nj)) for g in range(nj)]
+
+                def run_group(group: list[tuple[_Tensor, int, int]]) -> list[Any]:
+                    sums: dict[int, list[Any]] = {}
+                    for task in group:
+                        t, count, out, split = work(*task)
+                        got = sums.setdefault(t.index, [t, 0, out, split])
+                        if got[2] is not out:
+                            got[2] += out
+                            got[3] += split
+                        got[1] += count
+                    return list(sums.values())
+
+                for res in map_forked(run_group, groups, nj, "series"):
+                    for t, count, out, split in res:
+                        merge((t, count, out, split), bar)
+            elif nj == 1:
                 for task in tasks():
                     merge(work(*task), bar)
             else:
@@ -479,6 +506,19 @@ def series(
         tensors=results,
         findings=findings,
     )
+
+
+def _use_processes(executor: str, jobs: int, nbytes: int) -> bool:
+    from .executors import AUTO_PROCESS_BYTES
+    from .forked import can_fork
+
+    if executor not in SERIES_EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}", f"use one of {', '.join(SERIES_EXECUTORS)}")
+    if executor == "processes" and not can_fork():
+        raise UsageError("--executor processes needs fork (Linux)", "use --executor threads")
+    if executor == "auto":
+        return jobs > 1 and nbytes >= AUTO_PROCESS_BYTES and can_fork()
+    return executor == "processes" and jobs > 1
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -227,24 +227,20 @@ def series_chunk(
         series_chunk_np(rows, [dtype] * len(rows), tol, semantics, nsteps, fin, out, split)
         return
     n = rows[0].shape[0]
-    if state is None or state.shape[0] < n:
-        state = scratch(n)
-    st = state[:n]
-    st[:] = 0
     ref = semantics == "reference" and dtype.code != "F64"
     thr = _thr(tol, semantics, dtype)
     if be == "native":
         lut, lut32 = (
             kernels.tables32(dtype.code) if kernels.decode_kind(dtype) == kernels.DECODE_LUT else (None, None)
         )
-        scratch8 = np.zeros(8, dtype=np.int64)
-        # the final checkpoint: "changed" lands in bit 2 and "bits differ" in bit 3; moved to bits 0 and 1
-        native.series_step(rows[0], rows[0], rows[fin], dtype, ref, thr, st, scratch8, lut, lut32)
-        np.right_shift(st, 2, out=st)
-        for k in range(1, nsteps + 1):
-            native.series_step(rows[0], rows[k - 1], rows[k], dtype, ref, thr, st, out[k - 1], lut, lut32)
-        f, fb, e, eb = native.series_split(st)
+        sp = np.zeros(4, dtype=np.int64)
+        native.series_chunk(list(rows), dtype, ref, thr, nsteps, fin, out, sp, lut, lut32)
+        f, fb, e, eb = (int(v) for v in sp)
     else:
+        if state is None or state.shape[0] < n:
+            state = scratch(n)
+        st = state[:n]
+        st[:] = 0
         step, count_split = numba_jit()
         kind, lut, vals = kernels.decode_operands(dtype, list(rows))
         step(rows[0], rows[0], rows[fin], vals[0], vals[0], vals[fin], lut, kind, ref, thr, st)

@@ -24,6 +24,13 @@ from .common import emit_report, format_option, jobs_option, output_option, sema
     default=None,
     help="Elements per read and checkpoint (default 1Mi, less with many checkpoints).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["auto", "threads", "processes"]),
+    default="auto",
+    show_default=True,
+    help="-j threads or -j forked processes (Linux); auto: processes for a series of 1 GiB or more.",
+)
 def series(
     init: str,
     checkpoints: tuple[str, ...],
@@ -34,6 +41,7 @@ def series(
     output: str | None,
     jobs: int | None,
     chunk_elements: int | None,
+    executor: str,
 ) -> None:
     """Sparsity dynamics of one training run: INIT, then its checkpoints in training order.
 
@@ -56,5 +64,6 @@ def series(
         jobs=jobs,
         chunk_elements=chunk_elements,
         progress=fmt == "human",
+        executor=executor,
     )
     emit_report(report.to_json(), fmt, output, lambda: render(report))
