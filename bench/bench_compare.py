@@ -4,10 +4,12 @@ Builds (once, cached under bench/_data) a synthetic Llama-shaped bf16 pair of ab
 4 and 3 shards, 20 % of every matrix moved by one bf16 step, norms untouched), then, in one run and with the
 page cache warm, alternates: (a) `cat` of all shards to /dev/null, (b) the `subnetscope compare` command with
 the four default tolerances (a fresh process: interpreter start and imports included), (c) the library call
-`compare()` inside one process. Prints medians, the ratios (b)/(a) and (c)/(a), and the peak RSS of (b);
-`--double` repeats the RSS measurement on a pair twice as large.
+`compare()` inside one process (default executor, threads) and (d) with ``executor="auto"`` (the command's
+default: forked processes for a pass of 1 GiB or more). Prints medians, the ratios to (a), and the peak RSS
+of (b); `--double` repeats the RSS measurement on a pair twice as large. `--cold` (root) instead empties
+the page cache before every raw read and every command: the case of checkpoints larger than RAM.
 
-    python bench/bench_compare.py [--params 1.03e9] [--repeats 5] [--double]
+    python bench/bench_compare.py [--params 1.03e9] [--repeats 5] [--jobs N] [--double] [--cold]
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synth import drop_caches
 
 DATA = Path(__file__).parent / "_data"
 
@@ -38,11 +43,11 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     return dt, ru.ru_maxrss
 
 
-def library_time(base: Path, target: Path) -> float:
+def library_time(base: Path, target: Path, executor: str = "threads") -> float:
+    call = f"compare({str(base)!r}, {str(target)!r}, executor={executor!r})"
     code = (
         "import time, subnetscope; from subnetscope.comparison import compare; "
-        f"compare({str(base)!r}, {str(target)!r}); t=time.perf_counter(); "
-        f"compare({str(base)!r}, {str(target)!r}); print(time.perf_counter()-t)"
+        f"{call}; t=time.perf_counter(); {call}; print(time.perf_counter()-t)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -64,7 +69,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--double", action="store_true", help="also measure peak RSS on a pair twice as large")
     ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="empty the page cache before every run (root): the case of models larger than RAM",
+    )
     args = ap.parse_args()
+    if args.cold:
+        cold(args)
+        return
 
     base, target = make_pair_subprocess(args.params)
     shards = files_of(base, target)
@@ -75,15 +88,17 @@ def main() -> None:
         cmd += ["-j", str(args.jobs)]
     env = dict(os.environ, SUBNETSCOPE_NO_PROGRESS="1")
     timed(["cat", *shards])  # warm the page cache
-    timed(cmd, env)  # warm numba's cache
-    raw, cli, lib, rss = [], [], [], []
+    timed(cmd, env)  # a first run (numba's cache, when the C kernels are not built)
+    raw, cli, lib, lib_auto, rss = [], [], [], [], []
     for _ in range(args.repeats):
         raw.append(timed(["cat", *shards])[0])
         t, r = timed(cmd, env)
         cli.append(t)
         rss.append(r)
         lib.append(library_time(base, target))
+        lib_auto.append(library_time(base, target, "auto"))
     a, b, c = statistics.median(raw), statistics.median(cli), statistics.median(lib)
+    d = statistics.median(lib_auto)
     print(
         f"pair: {base.name} / {target.name}: {len(shards)} shards, {nbytes / 1e9:.2f} GB, cpus={os.cpu_count()}"
     )
@@ -91,8 +106,11 @@ def main() -> None:
         f"(a) raw read (cat > /dev/null):        median {a:.3f} s  ({nbytes / a / 1e9:.1f} GB/s)  runs {[round(x, 3) for x in raw]}"
     )
     print(f"(b) subnetscope compare (CLI process): median {b:.3f} s  runs {[round(x, 3) for x in cli]}")
-    print(f"(c) compare() in-process:              median {c:.3f} s  runs {[round(x, 3) for x in lib]}")
-    print(f"ratio (b)/(a) = {b / a:.2f}   ratio (c)/(a) = {c / a:.2f}   (target <= 2, aim 1.2)")
+    print(f"(c) compare() in-process, threads:     median {c:.3f} s  runs {[round(x, 3) for x in lib]}")
+    print(f"(d) compare(executor='auto'):          median {d:.3f} s  runs {[round(x, 3) for x in lib_auto]}")
+    print(
+        f"ratio (b)/(a) = {b / a:.2f}   (c)/(a) = {c / a:.2f}   (d)/(a) = {d / a:.2f}   (target <= 2, aim 1.2)"
+    )
     print(f"peak RSS of (b): {max(rss) / 1024:.0f} MiB (target <= 256 MiB)")
     if args.double:
         b2, t2 = make_pair_subprocess(2 * args.params)
@@ -109,6 +127,31 @@ def main() -> None:
             f"2x pair ({2 * args.params:.3g} params): raw read {a2:.3f} s, compare (CLI) {b2t:.3f} s, "
             f"ratio {b2t / a2:.2f}, peak RSS {max(rss2) / 1024:.0f} MiB"
         )
+
+
+def cold(args: argparse.Namespace) -> None:
+    """Raw read and the command, each from an empty page cache (alternating, medians)."""
+    base, target = make_pair_subprocess(args.params)
+    shards = files_of(base, target)
+    nbytes = sum(os.path.getsize(f) for f in shards)
+    exe = str(Path(sys.executable).parent / "subnetscope")
+    cmd = [exe, "compare", str(base), str(target), "--format", "json"]
+    if args.jobs:
+        cmd += ["-j", str(args.jobs)]
+    env = dict(os.environ, SUBNETSCOPE_NO_PROGRESS="1")
+    raw, cli = [], []
+    for _ in range(args.repeats):
+        drop_caches()
+        raw.append(timed(["cat", *shards])[0])
+        drop_caches()
+        cli.append(timed(cmd, env)[0])
+    a, b = statistics.median(raw), statistics.median(cli)
+    print(f"pair: {base.name} / {target.name}: {len(shards)} shards, {nbytes / 1e9:.2f} GB, cold page cache")
+    print(
+        f"(a) raw read (cat), cold:      median {a:.3f} s  ({nbytes / a / 1e9:.2f} GB/s)  runs {[round(x, 3) for x in raw]}"
+    )
+    print(f"(b) subnetscope compare, cold: median {b:.3f} s  runs {[round(x, 3) for x in cli]}")
+    print(f"ratio (b)/(a) = {b / a:.2f}")
 
 
 if __name__ == "__main__":

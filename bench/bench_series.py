@@ -5,11 +5,12 @@ parameters by default): INIT and K = 4 checkpoints, each in 2 shards. Every chec
 every matrix by one bf16 step away from the previous one and puts 3 % back exactly to their initial value, so
 the series has consecutive changes, a growing union and cancellations. Then, in one run and with the page
 cache warm, it alternates (a) `cat` of all K + 1 checkpoints to /dev/null, (b) the `subnetscope series`
-command (a fresh process: interpreter start and imports included) and (c) the library call `series()` inside
-one process, and prints the medians, the ratios (b)/(a) and (c)/(a) (target <= 1.5) and the peak RSS of (b)
-(from wait4's rusage).
+command (a fresh process: interpreter start and imports included), (c) the library call `series()` inside
+one process (threads) and (d) with ``executor="auto"`` (the command's default), and prints the medians, the
+ratios to (a) (target <= 1.5) and the peak RSS of (b) (from wait4's rusage). `--cold` (root) instead
+empties the page cache before every raw read and every command.
 
-    python bench/bench_series.py [--params 1.4e8] [--steps 4] [--repeats 5] [--jobs N]
+    python bench/bench_series.py [--params 1.4e8] [--steps 4] [--repeats 5] [--jobs N] [--cold]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth import _bf16_bits, llama_shapes, write_st
+from synth import _bf16_bits, drop_caches, llama_shapes, write_st
 
 DATA = Path(__file__).parent / "_data"
 
@@ -100,9 +101,9 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     return dt, ru.ru_maxrss, ru.ru_utime + ru.ru_stime
 
 
-def library_time(dirs: list[Path], jobs: int | None) -> float:
-    """Seconds of a second ``series()`` call in one process (imports and numba's cache load excluded)."""
-    args = f"{str(dirs[0])!r}, {[str(d) for d in dirs[1:]]!r}, jobs={jobs!r}"
+def library_time(dirs: list[Path], jobs: int | None, executor: str = "threads") -> float:
+    """Seconds of a second ``series()`` call in one process (imports and first-call costs excluded)."""
+    args = f"{str(dirs[0])!r}, {[str(d) for d in dirs[1:]]!r}, jobs={jobs!r}, executor={executor!r}"
     code = (
         "import time; from subnetscope.series import series; "
         f"series({args}); t = time.perf_counter(); series({args}); print(time.perf_counter() - t)"
@@ -117,6 +118,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="empty the page cache before every run (root): models larger than RAM",
+    )
     args = ap.parse_args()
 
     dirs = make_series(DATA, args.params, args.steps)
@@ -127,8 +133,25 @@ def main() -> None:
     if args.jobs:
         cmd += ["-j", str(args.jobs)]
     env = dict(os.environ, SUBNETSCOPE_NO_PROGRESS="1")
+    if args.cold:
+        raw_c, cli_c = [], []
+        for _ in range(args.repeats):
+            drop_caches()
+            raw_c.append(timed(["cat", *files])[0])
+            drop_caches()
+            cli_c.append(timed(cmd, env)[0])
+        a, b = statistics.median(raw_c), statistics.median(cli_c)
+        print(
+            f"series: INIT + {args.steps} checkpoints, {len(files)} files, {nbytes / 1e9:.2f} GB, cold page cache"
+        )
+        print(
+            f"(a) raw read (cat), cold:     median {a:.3f} s ({nbytes / a / 1e9:.2f} GB/s)  runs {[round(x, 3) for x in raw_c]}"
+        )
+        print(f"(b) subnetscope series, cold: median {b:.3f} s  runs {[round(x, 3) for x in cli_c]}")
+        print(f"ratio (b)/(a) = {b / a:.2f}   (target <= 1.5)")
+        return
     timed(["cat", *files])  # warm the page cache
-    timed(cmd, env)  # warm numba's cache
+    timed(cmd, env)  # a first run (numba's cache, when the C kernels are not built)
     tiny = [
         exe,
         "series",
@@ -137,7 +160,7 @@ def main() -> None:
         "json",
     ]
     timed(tiny, env)
-    raw, cli, lib, rss, cpu_a, cpu_b, start = [], [], [], [], [], [], []
+    raw, cli, lib, lib_auto, rss, cpu_a, cpu_b, start = [], [], [], [], [], [], [], []
     load0 = os.getloadavg()[0]
     for _ in range(args.repeats):
         t, _, c = timed(["cat", *files])
@@ -148,6 +171,7 @@ def main() -> None:
         rss.append(r)
         cpu_b.append(c)
         lib.append(library_time(dirs, args.jobs))
+        lib_auto.append(library_time(dirs, args.jobs, "auto"))
         start.append(timed(tiny, env)[0])
     load1 = os.getloadavg()[0]
     a, b, c = statistics.median(raw), statistics.median(cli), statistics.median(lib)
@@ -162,10 +186,14 @@ def main() -> None:
         f"(b) subnetscope series (CLI process):              median {b:.3f} s  runs {[round(x, 3) for x in cli]}"
     )
     print(
-        f"(c) series() in-process:                          median {c:.3f} s  runs {[round(x, 3) for x in lib]}"
+        f"(c) series() in-process, threads:                 median {c:.3f} s  runs {[round(x, 3) for x in lib]}"
     )
-    print(f"(d) startup (series on a 1-layer toy model):     median {statistics.median(start):.3f} s")
-    print(f"ratio (b)/(a) = {b / a:.2f}   ratio (c)/(a) = {c / a:.2f}   (target <= 1.5)")
+    d = statistics.median(lib_auto)
+    print(
+        f"(d) series(executor='auto') in-process:           median {d:.3f} s  runs {[round(x, 3) for x in lib_auto]}"
+    )
+    print(f"(e) startup (series on a 1-layer toy model):     median {statistics.median(start):.3f} s")
+    print(f"ratio (b)/(a) = {b / a:.2f}   (c)/(a) = {c / a:.2f}   (d)/(a) = {d / a:.2f}   (target <= 1.5)")
     ca, cb = statistics.median(cpu_a), statistics.median(cpu_b)
     print(f"CPU seconds (user + sys): (a) {ca:.2f}  (b) {cb:.2f}; load average {load0:.1f} -> {load1:.1f}")
     print(f"peak RSS of (b): {max(rss) / 1024:.0f} MiB")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,12 @@ def make_pair(
         (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
         (d / "config.json").write_text(json.dumps({"model_type": "llama"}))
     return bdir, tdir
+
+
+def drop_caches() -> None:
+    """Empty the page cache (root only), so that the next run reads from the disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as e:
+        raise SystemExit(f"--cold needs root to drop the page cache ({e})") from None
