@@ -6,8 +6,9 @@ it measures, alternating the runs ``--repeats`` times and taking medians:
 
 - (a) raw read: ``cat`` of every shard to /dev/null;
 - the ``subnetscope compare`` command (fresh process, imports included) with ``--executor serial``,
-  ``-j 2`` threads (the default executor), ``-j 2 --executor processes``, and ``--resume`` on a fresh
-  directory (threads); the peak RSS of each, and of the largest worker process;
+  ``-j 2`` (the default executor, auto: forked processes for this 4 GB pass), ``-j 2 --executor threads``,
+  ``-j 2 --executor processes``, and ``--resume`` on a fresh directory; the peak RSS of each, and of the
+  largest worker process;
 - Ray with two local workers: the command with ``--executor ray -j 2`` (starting and stopping a local Ray
   inside: all overhead included), and in one process with Ray already up: the pass on cold workers, then
   on warm ones, against the serial pass in the same process;
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_compare import library_time
 from synth import make_pair
 
 DATA = Path(__file__).parent / "_data"
@@ -174,12 +176,13 @@ def main() -> None:
     cmd = [exe, "compare", str(base), str(target), "--format", "json"]
     runs = {
         "serial": [*cmd, "--executor", "serial"],
-        "threads -j 2": [*cmd, "-j", "2"],
+        "-j 2 (auto: processes)": [*cmd, "-j", "2"],
+        "threads -j 2": [*cmd, "-j", "2", "--executor", "threads"],
         "processes -j 2": [*cmd, "-j", "2", "--executor", "processes"],
-        "threads -j 2 --resume": [*cmd, "-j", "2", "--resume"],
+        "-j 2 --resume": [*cmd, "-j", "2", "--resume"],
     }
     timed(["cat", *files])
-    timed(runs["threads -j 2"])  # warm numba's cache
+    timed(runs["-j 2 (auto: processes)"])  # a first run (numba's cache, when the C kernels are not built)
     res: dict[str, list[tuple[float, int, float | None]]] = {k: [] for k in runs}
     raw = []
     tmp = Path(tempfile.mkdtemp(prefix="bench_scale_"))
@@ -209,8 +212,12 @@ def main() -> None:
         wtxt = f", largest worker {max(w):.0f} MiB" if w else ""
         print(f"compare {name:24s} median {t:6.3f} s = {t / a:4.2f} x raw read; peak RSS {rss:.0f} MiB{wtxt}"
               f"  runs {[round(x[0], 3) for x in rows]}")  # fmt: skip
+    lib = [library_time(base, target, "auto") for _ in range(args.repeats)]
+    med["library"] = statistics.median(lib)
+    print(f"compare() in one process, executor='auto', 2 jobs (imports excluded): median {med['library']:.3f} s = "
+          f"{med['library'] / a:.2f} x raw read  runs {[round(x, 3) for x in lib]}")  # fmt: skip
     print(
-        f"resume journal overhead (threads -j 2): {med['threads -j 2 --resume'] / med['threads -j 2']:.2f} x"
+        f"resume journal overhead (-j 2, auto): {med['-j 2 --resume'] / med['-j 2 (auto: processes)']:.2f} x"
     )
     worst_rss = max(max(x[1] for x in rows) / 1024 for rows in res.values())
     worst_w = max((x[2] for rows in res.values() for x in rows if x[2] is not None), default=0.0)
@@ -247,9 +254,10 @@ def main() -> None:
     print("targets:")
     print(f"  peak RSS per worker < 1 GiB: driver max {worst_rss:.0f} MiB, worker max {worst_w:.0f} MiB -> "
           f"{'ok' if max(worst_rss, worst_w) < 1024 else 'MISSED'}")  # fmt: skip
-    for name in ("threads -j 2", "processes -j 2"):
+    for name in ("-j 2 (auto: processes)", "threads -j 2", "processes -j 2", "library"):
         r = med[name] / a
-        print(f"  compare {name} <= 1.2 x raw read: {r:.2f} x -> {'ok' if r <= 1.2 else 'MISSED'}")
+        label = "compare() in-process, auto, 2 jobs" if name == "library" else f"compare {name}"
+        print(f"  {label} <= 1.2 x raw read: {r:.2f} x -> {'ok' if r <= 1.2 else 'MISSED'}")
     if ray is not None:
         r = ray["warm"] / ray["serial"]
         r_cold = ray["cold"] / ray["serial"]

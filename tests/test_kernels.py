@@ -142,21 +142,33 @@ def test_hypothesis_fast_path_equals_oracle(code, base_codes, steps, tols):
         assert np.array_equal(got["mask"], want["changed_mask"][0])
 
 
-@pytest.mark.parametrize("code", ["BF16", "F32"])
-def test_float32_ties_are_decided_in_float64(code):
+def _bits(code: str, x: float) -> int:
+    import torch
+
+    from oracle import TORCH_DT
+
+    t = torch.tensor([x], dtype=TORCH_DT[code])
+    return int(t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]).item()) & (
+        (1 << (8 * t.element_size())) - 1
+    )
+
+
+@pytest.mark.parametrize(("code", "big", "tiny"), [("BF16", 1.0, 2.0**-30), ("F32", 1.0, 2.0**-30),
+                                                    ("F16", 1024.0, 2.0**-20)])  # fmt: skip
+def test_float32_ties_are_decided_in_float64(code, big, tiny):
     """The C kernels take differences in float32 and recount a block in float64 when the float32
-    difference equals float32(tol). Here |1 - 2**-30| rounds to 1.0 in float32, while the tolerances
-    1 - 2**-31 (above the exact difference) and 1 - 2**-29 (below it) both round to 1.0 as well: a float32
-    verdict would be wrong for one of them. The pairs sit at both ends of the 2048-element blocks."""
+    difference equals float32(tol). Here |big - tiny| rounds to big in float32, while the tolerances just
+    above the exact difference (big - tiny / 2) and just below it (big - 2 tiny) round to big as well: a
+    float32 verdict would be wrong for one of them. The pairs sit at both ends of the 2048-element blocks."""
     rng = np.random.default_rng(3)
     n = 5000
     a, b = random_pair(rng, code, n, 1e-3)
-    one, tiny = (bf16(1.0), bf16(2.0**-30)) if code == "BF16" else (0x3F800000, 0x30800000)
     where = [0, 1, 2047, 2048, 2049, 4095, 4096, n - 1]
-    a[where] = one
-    b[where] = tiny
-    a[3000], b[3000] = 0, one  # |Δ| exactly 1.0: a tie at tol 1.0 that float32 represents exactly
-    tols = [1.0 - 2.0**-31, 1.0 - 2.0**-29, 1.0, 1e-5]
+    a[where] = _bits(code, big)
+    b[where] = _bits(code, tiny)
+    a[3000], b[3000] = 0, _bits(code, big)  # |Δ| exactly big: a tie at tol big that float32 holds exactly
+    tols = [big - tiny / 2, big - 2 * tiny, big, 1e-5]
+    assert len({float(np.float32(t)) for t in tols[:3]}) == 1  # the three round to the same float32
     want = exact_counts(a, b, code, tols)
     assert want["changed_mask"][0][where].sum() == 0 and want["changed_mask"][1][where].all()
     for backend in PATHS:
