@@ -82,10 +82,24 @@ def test_auto_picks_processes_only_for_large_plain_passes(llama_pair, serial, tm
     assert AutoExecutor(2).pick(plan, opts).name == "threads"  # a small pass: threads start faster
     assert AutoExecutor(1, min_bytes=0).pick(plan, opts).name == "threads"  # one job
     with_consumer = PassOptions(TOLS, "exact", jobs=2, consumers=[CrashOnce("x", "y")])
-    assert AutoExecutor(2, min_bytes=0).pick(plan, with_consumer).name == "threads"
+    assert AutoExecutor(2, min_bytes=0).pick(plan, with_consumer).name == ("processes" if fork else "threads")
+    unpicklable = PassOptions(TOLS, "exact", jobs=2, consumers=[CrashOnce(lambda: 0, "y")])
+    assert AutoExecutor(2, min_bytes=0).pick(plan, unpicklable).name == "threads"
     ex = AutoExecutor(2, min_bytes=0)
     assert _run(bdir, tdir, tmp_path, "auto", executor=ex) == serial
     assert ex.chose == ("processes" if fork else "threads")
+
+
+def test_auto_sends_ulp_histograms_to_workers(llama_pair):
+    from subnetscope.anatomy.ulp import ULPHistograms
+
+    bdir, tdir, *_ = llama_pair
+    want = subnetscope.compare(bdir, tdir, TOLS, executor="serial", consumers=[ULPHistograms(TOLS)])
+    ex = AutoExecutor(2, min_bytes=0)
+    got = subnetscope.compare(bdir, tdir, TOLS, executor=ex, consumers=[ULPHistograms(TOLS)])
+    assert ex.chose == ("processes" if sys.platform.startswith("linux") else "threads")
+    assert comparable(got.to_json()) == comparable(want.to_json())
+    assert any("ulp" in str(t.extra) for t in got.tensors)
 
 
 def test_processes_carry_consumers_fp8(tmp_path):

@@ -20,7 +20,7 @@ from scale_helpers import (
     random_fp8,
     save_fp8,
 )
-from subnetscope import fp8
+from subnetscope import fp8, kernels
 from subnetscope.cli import cli
 from subnetscope.dtypes import DTYPES, reference_threshold
 
@@ -101,8 +101,8 @@ def test_reference_semantics_match_bf16_conversion(fp8_dirs):
         assert t.extra["fp8_dequant"]["identical"] == int((a == b).sum())
 
 
-@pytest.mark.parametrize("use_numba", [True, False])
-def test_kernel_chunks_at_any_offset(use_numba):
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+def test_kernel_chunks_at_any_offset(backend):
     g = torch.Generator().manual_seed(7)
     shape, block = (37, 29), (8, 5)
     wa, wb = random_fp8(shape, g), random_fp8(shape, g)
@@ -121,13 +121,13 @@ def test_kernel_chunks_at_any_offset(use_numba):
         out = np.zeros(len(TOLS) + 3, dtype=np.int64)
         for s in range(0, a.size, step):
             fp8.count_dequant(a[s : s + step], b[s : s + step], "F8_E4M3", fa, fb, s, shape[1], block,
-                              np.array(TOLS), False, out, use_numba=use_numba)  # fmt: skip
+                              np.array(TOLS), False, out, backend=backend)  # fmt: skip
         assert list(out[: len(TOLS)]) == want["unchanged"], step
         assert out[len(TOLS)] == want["identical"]
-    # reference semantics, numba and numpy agree with torch's bf16 conversion
+    # reference semantics: every backend agrees with torch's bf16 conversion
     thr = np.array([reference_threshold(t, DTYPES["BF16"]) for t in TOLS])
     out = np.zeros(len(TOLS) + 3, dtype=np.int64)
-    fp8.count_dequant(a, b, "F8_E4M3", fa, fb, 0, shape[1], block, thr, True, out, use_numba=use_numba)
+    fp8.count_dequant(a, b, "F8_E4M3", fa, fb, 0, shape[1], block, thr, True, out, backend=backend)
     ra, rb = bits(dequant_bf16(wa, sa, block)), bits(dequant_bf16(wb, sb, block))
     assert list(out[: len(TOLS)]) == reference_counts(ra, rb, "BF16", TOLS)
 

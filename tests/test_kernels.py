@@ -191,3 +191,11 @@ def test_c_kernels_are_built_where_a_compiler_is():
         pytest.skip("no C compiler here: the numba kernels run")
     assert native.AVAILABLE, "the C kernels were not built: rerun `pip install -e .` and read its output"
     assert kernels.BACKENDS[0] == "native"
+
+
+def test_an_unavailable_backend_is_refused_by_name():
+    a = np.zeros(8, dtype=np.uint16)
+    out = np.zeros(4, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"kernel backend 'cuda' is not available here \(have .*numpy\)"):
+        kernels.count_chunk(a, a, DTYPES["BF16"], np.array([1e-5]), False, out, np.zeros(0, np.uint8),
+                            backend="cuda")  # fmt: skip

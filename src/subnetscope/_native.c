@@ -405,8 +405,110 @@ SS_EXPORT int ss_series_step(const void *a, const void *p, const void *x, int64_
     DISPATCH(step, ref, code, a, p, x, n, lut, thr, st, out)
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * FP8 weights with block scales, compared by dequantized value (see fp8.py: _dq_nb and count_dequant_np).
+ * One chunk: elements [start, start + n) of a [rows, cols] weight whose scales form a grid of
+ * (b0 x b1) blocks (nbc = ceil(cols / b1) blocks per row of blocks); sa, sb hold the scales (float64).
+ * Exact: value = lut[code] * scale in float64 (exact: 4 + 24 significant bits). Reference: the float32
+ * product rounded to bf16 (torch's dequantisation to bf16), differences in float32.
+ * out[0..3] += #(|d| <= t_k); out[4] += identical values; out[5], out[6] += non-finite base / target.
+ */
+static inline uint32_t f32_u32(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline uint32_t bf16_rne(uint32_t u) {
+    const uint32_t rne = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (u >> 16) | 0x40u;
+    return (u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rne;
+}
+
+SS_CLONES static void dq_seg_exact(const uint8_t *restrict a, const uint8_t *restrict b, int64_t n,
+                                   const double *restrict lut, double s_a, double s_b,
+                                   const double *restrict t, int64_t *restrict out) {
+    const double t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];
+    int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, id = 0, na = 0, nb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double va = lut[a[i]] * s_a, vb = lut[b[i]] * s_b;
+        const int same = (va == vb) | ((va != va) & (vb != vb));
+        double d = fabs(vb - va);
+        d = same ? 0.0 : d;
+        id += same;
+        na += (va - va) != 0.0; /* NaN or Inf */
+        nb += (vb - vb) != 0.0;
+        c0 += d <= t0;
+        c1 += d <= t1;
+        c2 += d <= t2;
+        c3 += d <= t3;
+    }
+    out[0] += c0;
+    out[1] += c1;
+    out[2] += c2;
+    out[3] += c3;
+    out[4] += id;
+    out[5] += na;
+    out[6] += nb;
+}
+
+SS_CLONES static void dq_seg_ref(const uint8_t *restrict a, const uint8_t *restrict b, int64_t n,
+                                 const float *restrict lut32, float f_a, float f_b, const double *restrict t,
+                                 int64_t *restrict out) {
+    const double t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];
+    int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, id = 0, na = 0, nb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t ha = bf16_rne(f32_u32(lut32[a[i]] * f_a));
+        const uint32_t hb = bf16_rne(f32_u32(lut32[b[i]] * f_b));
+        const int same = ha == hb;
+        double d = (double)fabsf(u32_f32(hb << 16) - u32_f32(ha << 16));
+        d = same ? 0.0 : d;
+        id += same;
+        na += (ha & 0x7F80u) == 0x7F80u;
+        nb += (hb & 0x7F80u) == 0x7F80u;
+        c0 += d <= t0;
+        c1 += d <= t1;
+        c2 += d <= t2;
+        c3 += d <= t3;
+    }
+    out[0] += c0;
+    out[1] += c1;
+    out[2] += c2;
+    out[3] += c3;
+    out[4] += id;
+    out[5] += na;
+    out[6] += nb;
+}
+
+SS_EXPORT int ss_fp8_dequant(const uint8_t *a, const uint8_t *b, int64_t n, const double *lut,
+                             const float *lut32, const double *sa, const double *sb, int64_t start,
+                             int64_t cols, int64_t b0, int64_t b1, int ref, const double *thr4,
+                             int64_t *out) {
+    if (cols <= 0 || b0 <= 0 || b1 <= 0 || start < 0) return -1;
+    const int64_t nbc = (cols + b1 - 1) / b1;
+    int64_t i = 0, r = start / cols, c = start - (start / cols) * cols;
+    while (i < n) {
+        const int64_t end_c = cols < c + (n - i) ? cols : c + (n - i);
+        const int64_t rb = (r / b0) * nbc;
+        while (c < end_c) {
+            const int64_t cb = c / b1;
+            const int64_t seg = end_c < (cb + 1) * b1 ? end_c : (cb + 1) * b1;
+            const int64_t j = i + seg - c;
+            if (ref)
+                dq_seg_ref(a + i, b + i, j - i, lut32, (float)sa[rb + cb], (float)sb[rb + cb], thr4, out);
+            else
+                dq_seg_exact(a + i, b + i, j - i, lut, sa[rb + cb], sb[rb + cb], thr4, out);
+            i = j;
+            c = seg;
+        }
+        r += 1;
+        c = 0;
+    }
+    return 0;
+}
+
 /* bumped whenever an exported signature changes; native.py refuses a library built from other sources */
-SS_EXPORT int ss_abi_version(void) { return 2; }
+SS_EXPORT int ss_abi_version(void) { return 3; }
 
 /* split counts of a finished state array: final, final bits, ever changed or final, bits ever differed or
  * final bits */

@@ -7,7 +7,7 @@ which one ran it (tested: equal JSON, equal mask bytes).
 - ``threads``: the engine's thread pool (``-j`` threads; the compiled kernels release the GIL). The
   library's default.
 - ``auto`` (the command line's default): ``processes`` for a pass of at least ``AUTO_PROCESS_BYTES`` with
-  several jobs where workers can be forked (Linux), else ``threads``. Threads of one process share its
+  several jobs where workers can be forked (Linux) and the extra consumers pickle, else ``threads``. Threads of one process share its
   memory map, and the kernel serialises their mapping of file pages (measured here on the 1B pair with
   2 jobs: 0.82-0.87 s on threads, 0.52-0.56 s on forked processes); separate processes do not contend.
 - ``processes``: ``-j`` local worker processes. Pairs are grouped into *tasks* (the tensors of one
@@ -133,8 +133,8 @@ class ThreadExecutor:
 class AutoExecutor:
     """``processes`` for a large pass with several jobs where workers fork, else ``threads`` (module docs).
 
-    Processes are chosen only when no extra per-chunk consumer runs (``--ulp``, FP8 dequantisation): those
-    keep their state in the calling process.
+    Extra per-chunk consumers (``--ulp``, FP8 dequantisation) go to the workers when they pickle; one that
+    does not keeps the pass on threads.
     """
 
     jobs: int | None = None
@@ -148,7 +148,12 @@ class AutoExecutor:
         todo = plan.pairs if pairs is None else pairs
         workers = self.jobs or opts.jobs or default_jobs()
         nbytes = sum(p.compare_numel * (p.base.dtype.itemsize + p.target.dtype.itemsize) for p in todo)
-        if workers > 1 and nbytes >= self.min_bytes and not opts.consumers and _start_method() == "fork":
+        if (
+            workers > 1
+            and nbytes >= self.min_bytes
+            and _start_method() == "fork"
+            and _pickles(opts.consumers)
+        ):
             return ProcessExecutor(workers)
         return ThreadExecutor(self.jobs)
 
@@ -371,6 +376,14 @@ class _Reducer:
         if missing:  # pragma: no cover - every task is accounted for above; this guards the invariant
             raise ExecutorError(f"{len(missing)} tensor(s) got no result, e.g. {missing[0]}", "rerun")
         return [self.results[p.index] for p in pairs]
+
+
+def _pickles(consumers: Iterable[ChunkConsumer]) -> bool:
+    try:
+        pickle.dumps(tuple(consumers))
+    except Exception:
+        return False
+    return True
 
 
 def _check_picklable(topts: TaskOptions, where: str) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from . import kernels, native
 from .dtypes import DTYPES, decode, decode_table, reference_threshold
 from .io.checkpoint import Checkpoint
 from .io.reader import read_tensor_bits
@@ -334,35 +334,36 @@ def _dq_jit() -> Any:
 def count_dequant(
     a: np.ndarray, b: np.ndarray, code: str, sa: np.ndarray, sb: np.ndarray, start: int,
     cols: int, block: tuple[int, int], thr: np.ndarray, ref: bool, out: np.ndarray,
-    use_numba: bool | None = None,
+    backend: str | None = None,
 ) -> None:  # fmt: skip
     """Add one chunk's dequantized counters to ``out`` (``len(thr) + 3`` int64).
 
     ``a``, ``b``: FP8 codes of elements ``[start, start + len(a))`` of a ``[rows, cols]`` weight;
     ``sa``, ``sb``: the flattened scale grids (float64); ``thr``: thresholds in the caller's order (already
-    converted with :func:`~subnetscope.dtypes.reference_threshold` for reference semantics).
+    converted with :func:`~subnetscope.dtypes.reference_threshold` for reference semantics); ``backend``:
+    one of :data:`subnetscope.kernels.BACKENDS` (default the fastest; all agree).
     """
-    dq = None if use_numba is False else _dq_jit()
-    if dq is None:
+    be = kernels.pick_backend(backend)
+    if be == "numpy":
         count_dequant_np(a, b, code, sa, sb, start, cols, block, thr, ref, out)
         return
-    lut = decode_table(code)
-    lut32 = _lut32(code)
+    lut, lut32 = kernels.tables32(code)
+    dq = _dq_jit() if be == "numba" else None
     k = thr.shape[0]
+    res = np.zeros(7, dtype=np.int64)
     for g in range(0, k, 4):
         ts = [float(thr[min(g + i, k - 1)]) for i in range(4)]
-        res = dq(a, b, lut, lut32, sa, sb, start, cols, block[0], block[1], ref, *ts)
+        if dq is None:
+            res[:] = 0
+            native.fp8_dequant(a, b, code, sa, sb, start, cols, block, ref, np.array(ts), res)
+        else:
+            res[:] = dq(a, b, lut, lut32, sa, sb, start, cols, block[0], block[1], ref, *ts)
         for i in range(min(4, k - g)):
             out[g + i] += res[i]
         if g == 0:
             out[k] += res[4]
             out[k + 1] += res[5]
             out[k + 2] += res[6]
-
-
-@functools.cache
-def _lut32(code: str) -> np.ndarray:
-    return decode_table(code).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------
