@@ -273,11 +273,14 @@ DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
         }                                                                                                \
     }
 
-#define DEF_STEPF(NAME, T, DEC32, SLOW)                                                                   \
+/* MODE 0: any step. MODE 1: p is INIT (the final pass and step 1), so the two differences are one.
+ * MODE 2: x is the final checkpoint, whose "changed vs INIT" and "bits differ" are already state bits 0
+ * and 1, so only the difference to p is taken. (ci + nf) >> 1 is ci & nf: written so, GCC 12 vectorises
+ * the loop. */
+#define DEF_STEPF(NAME, T, DEC32, SLOW, MODE)                                                             \
     SS_CLONES static void NAME(const T *restrict a, const T *restrict p, const T *restrict x, int64_t n, \
                                const float *restrict lut32, const double *restrict lut, float le,        \
                                float amb, double thr, uint16_t *restrict st, int64_t *restrict out) {    \
-        /* (ci + nf) >> 1 is ci & nf: written so, GCC 12 vectorises the loop */                         \
         (void)lut32;                                                                                     \
         uint16_t tmp[BLK];                                                                               \
         for (int64_t s = 0; s < n; s += BLK) {                                                           \
@@ -286,16 +289,32 @@ DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
             uint16_t *restrict s_ = st + s;                                                              \
             int32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0, und = 0;             \
             for (int32_t i = 0; i < m; i++) {                                                            \
-                const T ai = a_[i], pi = p_[i], xi = x_[i];                                              \
+                const T xi = x_[i];                                                                      \
                 const float fx = DEC32(xi);                                                              \
-                const int32_t ii = ai == xi, ip = pi == xi;                                              \
-                float di = fabsf(fx - DEC32(ai));                                                        \
-                float dp = fabsf(fx - DEC32(pi));                                                        \
-                di = ii ? -1.0f : di;                                                                    \
-                dp = ip ? -1.0f : dp;                                                                    \
-                und += (di == amb) | (dp == amb);                                                        \
-                const int32_t ci = !(di <= le), cp = !(dp <= le);                                        \
                 int32_t v = s_[i];                                                                       \
+                int32_t ii, ci, ip, cp;                                                                  \
+                if (MODE == 2) {                                                                         \
+                    ci = v & 1;                                                                          \
+                    ii = 1 - ((v >> 1) & 1);                                                             \
+                } else {                                                                                 \
+                    const T ai = a_[i];                                                                  \
+                    ii = ai == xi;                                                                       \
+                    float di = fabsf(fx - DEC32(ai));                                                    \
+                    di = ii ? -1.0f : di;                                                                \
+                    und += di == amb;                                                                    \
+                    ci = !(di <= le);                                                                    \
+                }                                                                                        \
+                if (MODE == 1) {                                                                         \
+                    ip = ii;                                                                             \
+                    cp = ci;                                                                             \
+                } else {                                                                                 \
+                    const T pi = p_[i];                                                                  \
+                    ip = pi == xi;                                                                       \
+                    float dp = fabsf(fx - DEC32(pi));                                                    \
+                    dp = ip ? -1.0f : dp;                                                                \
+                    und += dp == amb;                                                                    \
+                    cp = !(dp <= le);                                                                    \
+                }                                                                                        \
                 const int32_t nf = 1 - (v & 1);                                                          \
                 v = v | (ci << 2) | ((1 - ii) << 3);                                                     \
                 tmp[i] = (uint16_t)v;                                                                    \
@@ -303,8 +322,8 @@ DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
                 c1 += ii;                                                                                \
                 c2 += cp;                                                                                \
                 c3 += ip;                                                                                \
-                c4 += (ci + nf) >> 1;                                                                       \
-                c5 += (cp + nf) >> 1;                                                                       \
+                c4 += (ci + nf) >> 1;                                                                    \
+                c5 += (cp + nf) >> 1;                                                                    \
                 c6 += (v >> 2) & 1;                                                                      \
                 c7 += (v >> 3) & 1;                                                                      \
             }                                                                                            \
@@ -331,7 +350,9 @@ DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
 #define DEF_FAST(SUFFIX, T, DEC32)                                                                         \
     DEF_COUNT4F(count4f_##SUFFIX, T, DEC32, count4_##SUFFIX##_x)                                          \
     DEF_MASKF(maskf_##SUFFIX, T, DEC32, mask_##SUFFIX##_x)                                                \
-    DEF_STEPF(stepf_##SUFFIX, T, DEC32, step_##SUFFIX##_x)
+    DEF_STEPF(stepf_##SUFFIX, T, DEC32, step_##SUFFIX##_x, 0)                                            \
+    DEF_STEPF(stepf1_##SUFFIX, T, DEC32, step_##SUFFIX##_x, 1)                                           \
+    DEF_STEPF(stepf2_##SUFFIX, T, DEC32, step_##SUFFIX##_x, 2)
 
 DEF_FAST(bf16, uint16_t, DEC32_BF16)
 DEF_FAST(lut16, uint16_t, DEC32_LUT)
@@ -398,10 +419,15 @@ SS_EXPORT int ss_mask(const void *a, const void *b, int64_t n, int code, int ref
     DISPATCH(mask, ref, code, a, b, n, lut, tm, out)
 }
 
-SS_EXPORT int ss_series_step(const void *a, const void *p, const void *x, int64_t n, int code, int ref,
-                             int fast, const float *lut32, const double *lut, float le, float amb,
-                             double thr, uint16_t *st, int64_t *out) {
-    if (fast && code <= 3) DISPATCH_FAST(stepf, code, a, p, x, n, lut32, lut, le, amb, thr, st, out)
+/* one step of the series kernel; mode as in DEF_STEPF (the float64 variants handle every mode as 0) */
+static int series_step(const void *a, const void *p, const void *x, int64_t n, int code, int ref, int fast,
+                       int mode, const float *lut32, const double *lut, float le, float amb, double thr,
+                       uint16_t *st, int64_t *out) {
+    if (fast && code <= 3) {
+        if (mode == 1) DISPATCH_FAST(stepf1, code, a, p, x, n, lut32, lut, le, amb, thr, st, out)
+        if (mode == 2) DISPATCH_FAST(stepf2, code, a, p, x, n, lut32, lut, le, amb, thr, st, out)
+        DISPATCH_FAST(stepf, code, a, p, x, n, lut32, lut, le, amb, thr, st, out)
+    }
     DISPATCH(step, ref, code, a, p, x, n, lut, thr, st, out)
 }
 
@@ -508,7 +534,7 @@ SS_EXPORT int ss_fp8_dequant(const uint8_t *a, const uint8_t *b, int64_t n, cons
 }
 
 /* bumped whenever an exported signature changes; native.py refuses a library built from other sources */
-SS_EXPORT int ss_abi_version(void) { return 3; }
+SS_EXPORT int ss_abi_version(void) { return 4; }
 
 /* split counts of a finished state array: final, final bits, ever changed or final, bits ever differed or
  * final bits */
@@ -547,11 +573,13 @@ SS_EXPORT int ss_series_chunk(const void *const *rows, int nsteps, int fin, int6
 #define ROW(r) ((const void *)((const char *)rows[r] + s * w))
         memset(st, 0, sizeof st);
         /* the final checkpoint: "changed" lands in bit 2 and "bits differ" in bit 3; moved to bits 0, 1 */
-        ss_series_step(ROW(0), ROW(0), ROW(fin), m, code, ref, fast, lut32, lut, le, amb, thr, st, scratch);
+        series_step(ROW(0), ROW(0), ROW(fin), m, code, ref, fast, 1, lut32, lut, le, amb, thr, st, scratch);
         for (int64_t i = 0; i < m; i++) st[i] = (uint16_t)(st[i] >> 2);
-        for (int k = 1; k <= nsteps; k++)
-            ss_series_step(ROW(0), ROW(k - 1), ROW(k), m, code, ref, fast, lut32, lut, le, amb, thr, st,
-                           out + 8 * (k - 1));
+        for (int k = 1; k <= nsteps; k++) {
+            const int mode = k == 1 ? 1 : k == fin ? 2 : 0;
+            series_step(ROW(0), ROW(k - 1), ROW(k), m, code, ref, fast, mode, lut32, lut, le, amb, thr, st,
+                        out + 8 * (k - 1));
+        }
         ss_series_split(st, m, split4);
 #undef ROW
     }

@@ -26,7 +26,7 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
 
 #: must equal ``ss_abi_version()`` of the compiled library
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 #: decode code of a dtype in the C kernels (see ``_native.c``)
 _CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 2, "F8_E5M2": 2, "F32": 3, "F64": 4}
