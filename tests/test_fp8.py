@@ -132,6 +132,30 @@ def test_kernel_chunks_at_any_offset(backend):
     assert list(out[: len(TOLS)]) == reference_counts(ra, rb, "BF16", TOLS)
 
 
+@pytest.mark.parametrize("code", ["F8_E4M3", "F8_E5M2"])
+def test_dequantized_every_pair_of_codes(code):
+    """All 256 x 256 code pairs under two scales per side, both semantics: every backend equals numpy."""
+    a = np.repeat(np.arange(256, dtype=np.uint8), 256)
+    b = np.tile(np.arange(256, dtype=np.uint8), 256)
+    # a 512 x 128 weight in 128 x 64 blocks: a 4 x 2 grid of scales, equal on both sides but one
+    sa = np.array([1e-3, 3.0, 0.5, 7e-6, 1.0, 2.0**-20, 448.0, 1e-30])
+    sb = sa.copy()
+    sb[1] = 2.0
+    for ref in (False, True):
+        thr = (
+            np.array([0.0, 1e-6, 1e-3, 1.0])
+            if not ref
+            else np.array([reference_threshold(t, DTYPES["BF16"]) for t in (0.0, 1e-6, 1e-3, 1.0)])
+        )
+        outs = []
+        for backend in kernels.BACKENDS:
+            out = np.zeros(7, dtype=np.int64)
+            fp8.count_dequant(a, b, code, sa, sb, 0, 128, (128, 64), thr, ref, out, backend=backend)
+            outs.append(out)
+        for got in outs[:-1]:
+            assert np.array_equal(got, outs[-1]), (ref, got, outs[-1])
+
+
 def test_independent_of_chunking_and_jobs(fp8_dirs):
     bdir, tdir, *_ = fp8_dirs
     ref = subnetscope.compare(bdir, tdir, TOLS).dumps()

@@ -9,8 +9,9 @@
  * milliseconds. The loops are plain C that GCC vectorises; on x86-64 Linux each is compiled three times
  * (baseline, x86-64-v3 = AVX2, x86-64-v4 = AVX-512) and the loader picks the best one for the CPU.
  *
- * Decode codes (kernels.NATIVE_CODES): 0 bf16 (shift into float32 bits), 1 16-bit table (fp16),
- * 2 8-bit table (fp8), 3 fp32 (view), 4 fp64 (view). Tables hold float64 values.
+ * Decode codes (native._CODES): 0 bf16 (shift into float32 bits), 1 16-bit table (fp16), 2 8-bit table
+ * (fp8), 3 fp32 (view), 4 fp64 (view), 5 fp8 e4m3 and 6 fp8 e5m2 (bit arithmetic). Tables are passed both
+ * as float64 and as float32 values.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -343,41 +344,74 @@ DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
         }                                                                                                \
     }
 
+static inline uint32_t f32_u32(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* FP8 by bit arithmetic instead of a table gather (vectorises without gathers). The 7 magnitude bits moved
+ * to the bottom of a float32's exponent field give 2**(127 - bias) times the value, normals and subnormals
+ * alike, and the product with a power of two is exact. NaN is 0x7FC00000, as in the decode table. */
+static inline float e4m3_f32(uint8_t x) {
+    const uint32_t m = x & 0x7Fu;
+    const uint32_t bits = f32_u32(u32_f32(m << 20) * 0x1p120f) | ((uint32_t)(x & 0x80u) << 24);
+    return u32_f32(m == 0x7Fu ? 0x7FC00000u : bits); /* e4m3fn: S.1111.111 is NaN, there is no Inf */
+}
+
+static inline float e5m2_f32(uint8_t x) {
+    const uint32_t m = x & 0x7Fu, sign = (uint32_t)(x & 0x80u) << 24;
+    const uint32_t bits = f32_u32(u32_f32(m << 21) * 0x1p112f) | sign;
+    const uint32_t special = (m & 3u) ? 0x7FC00000u : (0x7F800000u | sign); /* exponent 31: NaN or Inf */
+    return u32_f32(m >= 0x7Cu ? special : bits);
+}
+
 #define DEC32_BF16(x) bf16_f32(x)
 #define DEC32_LUT(x) lut32[x]
 #define DEC32_F32(x) u32_f32(x)
+#define DEC32_E4M3(x) e4m3_f32(x)
+#define DEC32_E5M2(x) e5m2_f32(x)
 
-#define DEF_FAST(SUFFIX, T, DEC32)                                                                         \
-    DEF_COUNT4F(count4f_##SUFFIX, T, DEC32, count4_##SUFFIX##_x)                                          \
-    DEF_MASKF(maskf_##SUFFIX, T, DEC32, mask_##SUFFIX##_x)                                                \
-    DEF_STEPF(stepf_##SUFFIX, T, DEC32, step_##SUFFIX##_x, 0)                                            \
-    DEF_STEPF(stepf1_##SUFFIX, T, DEC32, step_##SUFFIX##_x, 1)                                           \
-    DEF_STEPF(stepf2_##SUFFIX, T, DEC32, step_##SUFFIX##_x, 2)
+/* the float32 variants of one decoding; SLOW names the float64 variants they fall back on */
+#define DEF_FAST(SUFFIX, T, DEC32, SLOW)                                                                   \
+    DEF_COUNT4F(count4f_##SUFFIX, T, DEC32, count4_##SLOW##_x)                                            \
+    DEF_MASKF(maskf_##SUFFIX, T, DEC32, mask_##SLOW##_x)                                                  \
+    DEF_STEPF(stepf_##SUFFIX, T, DEC32, step_##SLOW##_x, 0)                                              \
+    DEF_STEPF(stepf1_##SUFFIX, T, DEC32, step_##SLOW##_x, 1)                                             \
+    DEF_STEPF(stepf2_##SUFFIX, T, DEC32, step_##SLOW##_x, 2)
 
-DEF_FAST(bf16, uint16_t, DEC32_BF16)
-DEF_FAST(lut16, uint16_t, DEC32_LUT)
-DEF_FAST(lut8, uint8_t, DEC32_LUT)
-DEF_FAST(f32, uint32_t, DEC32_F32)
+DEF_FAST(bf16, uint16_t, DEC32_BF16, bf16)
+DEF_FAST(lut16, uint16_t, DEC32_LUT, lut16)
+DEF_FAST(lut8, uint8_t, DEC32_LUT, lut8)
+DEF_FAST(f32, uint32_t, DEC32_F32, f32)
+DEF_FAST(e4m3, uint8_t, DEC32_E4M3, lut8)
+DEF_FAST(e5m2, uint8_t, DEC32_E5M2, lut8)
 
 /* ------------------------------------------------------------------------------------------------------
  * exported entry points. ``fast`` selects the float32 variants (le/amb as described above; ignored for
- * fp64). Return 0, or -1 for an unknown code (the caller checks).
+ * fp64). Codes 5 and 6 (fp8 e4m3 / e5m2 by bit arithmetic) fall back on the 8-bit table variants (code
+ * 2). Return 0, or -1 for an unknown code (the caller checks).
  */
+#define SLOW_CODE(code) ((code) == 5 || (code) == 6 ? 2 : (code))
+
 SS_EXPORT int ss_count4(const void *a, const void *b, int64_t n, int code, int ref, int fast,
                         const float *lut32, const double *lut, const float *le, const float *amb,
                         const double *thr4, uint64_t nfm, uint64_t nfv, int64_t *out) {
     const uint16_t m16 = (uint16_t)nfm, v16 = (uint16_t)nfv;
     const uint8_t m8 = (uint8_t)nfm, v8 = (uint8_t)nfv;
     const uint32_t m32 = (uint32_t)nfm, v32 = (uint32_t)nfv;
-    if (fast && code <= 3) {
+    if (fast && code != 4) {
         switch (code) {
         case 0: count4f_bf16(a, b, n, lut32, lut, le, amb, thr4, m16, v16, out); return 0;
         case 1: count4f_lut16(a, b, n, lut32, lut, le, amb, thr4, m16, v16, out); return 0;
         case 2: count4f_lut8(a, b, n, lut32, lut, le, amb, thr4, m8, v8, out); return 0;
-        default: count4f_f32(a, b, n, lut32, lut, le, amb, thr4, m32, v32, out); return 0;
+        case 3: count4f_f32(a, b, n, lut32, lut, le, amb, thr4, m32, v32, out); return 0;
+        case 5: count4f_e4m3(a, b, n, lut32, lut, le, amb, thr4, m8, v8, out); return 0;
+        case 6: count4f_e5m2(a, b, n, lut32, lut, le, amb, thr4, m8, v8, out); return 0;
+        default: return -1;
         }
     }
-    switch (code * 2 + (ref ? 1 : 0)) {
+    switch (SLOW_CODE(code) * 2 + (ref ? 1 : 0)) {
     case 0: count4_bf16_x(a, b, n, lut, thr4, m16, v16, out); return 0;
     case 1: count4_bf16_r(a, b, n, lut, thr4, m16, v16, out); return 0;
     case 2: count4_lut16_x(a, b, n, lut, thr4, m16, v16, out); return 0;
@@ -392,7 +426,7 @@ SS_EXPORT int ss_count4(const void *a, const void *b, int64_t n, int code, int r
 }
 
 #define DISPATCH(PREFIX, ref, code, ...)                                                                   \
-    switch ((code) * 2 + ((ref) ? 1 : 0)) {                                                              \
+    switch (SLOW_CODE(code) * 2 + ((ref) ? 1 : 0)) {                                                              \
     case 0: PREFIX##_bf16_x(__VA_ARGS__); return 0;                                                      \
     case 1: PREFIX##_bf16_r(__VA_ARGS__); return 0;                                                      \
     case 2: PREFIX##_lut16_x(__VA_ARGS__); return 0;                                                     \
@@ -410,12 +444,15 @@ SS_EXPORT int ss_count4(const void *a, const void *b, int64_t n, int code, int r
     case 0: PREFIX##_bf16(__VA_ARGS__); return 0;                                                        \
     case 1: PREFIX##_lut16(__VA_ARGS__); return 0;                                                       \
     case 2: PREFIX##_lut8(__VA_ARGS__); return 0;                                                        \
-    default: PREFIX##_f32(__VA_ARGS__); return 0;                                                        \
+    case 3: PREFIX##_f32(__VA_ARGS__); return 0;                                                         \
+    case 5: PREFIX##_e4m3(__VA_ARGS__); return 0;                                                        \
+    case 6: PREFIX##_e5m2(__VA_ARGS__); return 0;                                                        \
+    default: return -1;                                                                                  \
     }
 
 SS_EXPORT int ss_mask(const void *a, const void *b, int64_t n, int code, int ref, int fast,
                       const float *lut32, const double *lut, float le, float amb, double tm, uint8_t *out) {
-    if (fast && code <= 3) DISPATCH_FAST(maskf, code, a, b, n, lut32, lut, le, amb, tm, out)
+    if (fast && code != 4) DISPATCH_FAST(maskf, code, a, b, n, lut32, lut, le, amb, tm, out)
     DISPATCH(mask, ref, code, a, b, n, lut, tm, out)
 }
 
@@ -423,7 +460,7 @@ SS_EXPORT int ss_mask(const void *a, const void *b, int64_t n, int code, int ref
 static int series_step(const void *a, const void *p, const void *x, int64_t n, int code, int ref, int fast,
                        int mode, const float *lut32, const double *lut, float le, float amb, double thr,
                        uint16_t *st, int64_t *out) {
-    if (fast && code <= 3) {
+    if (fast && code != 4) {
         if (mode == 1) DISPATCH_FAST(stepf1, code, a, p, x, n, lut32, lut, le, amb, thr, st, out)
         if (mode == 2) DISPATCH_FAST(stepf2, code, a, p, x, n, lut32, lut, le, amb, thr, st, out)
         DISPATCH_FAST(stepf, code, a, p, x, n, lut32, lut, le, amb, thr, st, out)
@@ -435,82 +472,81 @@ static int series_step(const void *a, const void *p, const void *x, int64_t n, i
  * FP8 weights with block scales, compared by dequantized value (see fp8.py: _dq_nb and count_dequant_np).
  * One chunk: elements [start, start + n) of a [rows, cols] weight whose scales form a grid of
  * (b0 x b1) blocks (nbc = ceil(cols / b1) blocks per row of blocks); sa, sb hold the scales (float64).
- * Exact: value = lut[code] * scale in float64 (exact: 4 + 24 significant bits). Reference: the float32
+ * Exact: value = fp8 value * scale in float64 (exact: 4 + 24 significant bits). Reference: the float32
  * product rounded to bf16 (torch's dequantisation to bf16), differences in float32.
  * out[0..3] += #(|d| <= t_k); out[4] += identical values; out[5], out[6] += non-finite base / target.
  */
-static inline uint32_t f32_u32(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
 static inline uint32_t bf16_rne(uint32_t u) {
     const uint32_t rne = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     const uint32_t nan = (u >> 16) | 0x40u;
     return (u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rne;
 }
 
-SS_CLONES static void dq_seg_exact(const uint8_t *restrict a, const uint8_t *restrict b, int64_t n,
-                                   const double *restrict lut, double s_a, double s_b,
-                                   const double *restrict t, int64_t *restrict out) {
-    const double t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];
-    int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, id = 0, na = 0, nb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const double va = lut[a[i]] * s_a, vb = lut[b[i]] * s_b;
-        const int same = (va == vb) | ((va != va) & (vb != vb));
-        double d = fabs(vb - va);
-        d = same ? 0.0 : d;
-        id += same;
-        na += (va - va) != 0.0; /* NaN or Inf */
-        nb += (vb - vb) != 0.0;
-        c0 += d <= t0;
-        c1 += d <= t1;
-        c2 += d <= t2;
-        c3 += d <= t3;
+#define DEF_DQ(SUFFIX, DEC32)                                                                              \
+    SS_CLONES static void dq_exact_##SUFFIX(const uint8_t *restrict a, const uint8_t *restrict b, int64_t n, \
+                                            const float *restrict lut32, double s_a, double s_b,        \
+                                            const double *restrict t, int64_t *restrict out) {          \
+        (void)lut32;                                                                                     \
+        const double t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];                                         \
+        int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, id = 0, na = 0, nb = 0;                                  \
+        for (int64_t i = 0; i < n; i++) {                                                                \
+            const double va = (double)DEC32(a[i]) * s_a, vb = (double)DEC32(b[i]) * s_b;                \
+            const int same = (va == vb) | ((va != va) & (vb != vb));                                     \
+            double d = fabs(vb - va);                                                                    \
+            d = same ? 0.0 : d;                                                                          \
+            id += same;                                                                                  \
+            na += (va - va) != 0.0; /* NaN or Inf */                                                     \
+            nb += (vb - vb) != 0.0;                                                                      \
+            c0 += d <= t0;                                                                               \
+            c1 += d <= t1;                                                                               \
+            c2 += d <= t2;                                                                               \
+            c3 += d <= t3;                                                                               \
+        }                                                                                                \
+        out[0] += c0;                                                                                    \
+        out[1] += c1;                                                                                    \
+        out[2] += c2;                                                                                    \
+        out[3] += c3;                                                                                    \
+        out[4] += id;                                                                                    \
+        out[5] += na;                                                                                    \
+        out[6] += nb;                                                                                    \
+    }                                                                                                    \
+    SS_CLONES static void dq_ref_##SUFFIX(const uint8_t *restrict a, const uint8_t *restrict b, int64_t n,  \
+                                          const float *restrict lut32, float f_a, float f_b,            \
+                                          const double *restrict t, int64_t *restrict out) {            \
+        (void)lut32;                                                                                     \
+        const double t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];                                         \
+        int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, id = 0, na = 0, nb = 0;                                  \
+        for (int64_t i = 0; i < n; i++) {                                                                \
+            const uint32_t ha = bf16_rne(f32_u32(DEC32(a[i]) * f_a));                                    \
+            const uint32_t hb = bf16_rne(f32_u32(DEC32(b[i]) * f_b));                                    \
+            const int same = ha == hb;                                                                   \
+            double d = (double)fabsf(u32_f32(hb << 16) - u32_f32(ha << 16));                             \
+            d = same ? 0.0 : d;                                                                          \
+            id += same;                                                                                  \
+            na += (ha & 0x7F80u) == 0x7F80u;                                                             \
+            nb += (hb & 0x7F80u) == 0x7F80u;                                                             \
+            c0 += d <= t0;                                                                               \
+            c1 += d <= t1;                                                                               \
+            c2 += d <= t2;                                                                               \
+            c3 += d <= t3;                                                                               \
+        }                                                                                                \
+        out[0] += c0;                                                                                    \
+        out[1] += c1;                                                                                    \
+        out[2] += c2;                                                                                    \
+        out[3] += c3;                                                                                    \
+        out[4] += id;                                                                                    \
+        out[5] += na;                                                                                    \
+        out[6] += nb;                                                                                    \
     }
-    out[0] += c0;
-    out[1] += c1;
-    out[2] += c2;
-    out[3] += c3;
-    out[4] += id;
-    out[5] += na;
-    out[6] += nb;
-}
 
-SS_CLONES static void dq_seg_ref(const uint8_t *restrict a, const uint8_t *restrict b, int64_t n,
-                                 const float *restrict lut32, float f_a, float f_b, const double *restrict t,
-                                 int64_t *restrict out) {
-    const double t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];
-    int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, id = 0, na = 0, nb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const uint32_t ha = bf16_rne(f32_u32(lut32[a[i]] * f_a));
-        const uint32_t hb = bf16_rne(f32_u32(lut32[b[i]] * f_b));
-        const int same = ha == hb;
-        double d = (double)fabsf(u32_f32(hb << 16) - u32_f32(ha << 16));
-        d = same ? 0.0 : d;
-        id += same;
-        na += (ha & 0x7F80u) == 0x7F80u;
-        nb += (hb & 0x7F80u) == 0x7F80u;
-        c0 += d <= t0;
-        c1 += d <= t1;
-        c2 += d <= t2;
-        c3 += d <= t3;
-    }
-    out[0] += c0;
-    out[1] += c1;
-    out[2] += c2;
-    out[3] += c3;
-    out[4] += id;
-    out[5] += na;
-    out[6] += nb;
-}
+DEF_DQ(lut, DEC32_LUT)
+DEF_DQ(e4m3, DEC32_E4M3)
+DEF_DQ(e5m2, DEC32_E5M2)
 
-SS_EXPORT int ss_fp8_dequant(const uint8_t *a, const uint8_t *b, int64_t n, const double *lut,
-                             const float *lut32, const double *sa, const double *sb, int64_t start,
-                             int64_t cols, int64_t b0, int64_t b1, int ref, const double *thr4,
-                             int64_t *out) {
-    if (cols <= 0 || b0 <= 0 || b1 <= 0 || start < 0) return -1;
+SS_EXPORT int ss_fp8_dequant(const uint8_t *a, const uint8_t *b, int64_t n, int code, const float *lut32,
+                             const double *sa, const double *sb, int64_t start, int64_t cols, int64_t b0,
+                             int64_t b1, int ref, const double *thr4, int64_t *out) {
+    if (cols <= 0 || b0 <= 0 || b1 <= 0 || start < 0 || (code != 2 && code != 5 && code != 6)) return -1;
     const int64_t nbc = (cols + b1 - 1) / b1;
     int64_t i = 0, r = start / cols, c = start - (start / cols) * cols;
     while (i < n) {
@@ -520,10 +556,17 @@ SS_EXPORT int ss_fp8_dequant(const uint8_t *a, const uint8_t *b, int64_t n, cons
             const int64_t cb = c / b1;
             const int64_t seg = end_c < (cb + 1) * b1 ? end_c : (cb + 1) * b1;
             const int64_t j = i + seg - c;
-            if (ref)
-                dq_seg_ref(a + i, b + i, j - i, lut32, (float)sa[rb + cb], (float)sb[rb + cb], thr4, out);
-            else
-                dq_seg_exact(a + i, b + i, j - i, lut, sa[rb + cb], sb[rb + cb], thr4, out);
+            const double s_a = sa[rb + cb], s_b = sb[rb + cb];
+            if (ref) {
+                const float f_a = (float)s_a, f_b = (float)s_b;
+                if (code == 5) dq_ref_e4m3(a + i, b + i, j - i, lut32, f_a, f_b, thr4, out);
+                else if (code == 6) dq_ref_e5m2(a + i, b + i, j - i, lut32, f_a, f_b, thr4, out);
+                else dq_ref_lut(a + i, b + i, j - i, lut32, f_a, f_b, thr4, out);
+            } else {
+                if (code == 5) dq_exact_e4m3(a + i, b + i, j - i, lut32, s_a, s_b, thr4, out);
+                else if (code == 6) dq_exact_e5m2(a + i, b + i, j - i, lut32, s_a, s_b, thr4, out);
+                else dq_exact_lut(a + i, b + i, j - i, lut32, s_a, s_b, thr4, out);
+            }
             i = j;
             c = seg;
         }
@@ -534,7 +577,7 @@ SS_EXPORT int ss_fp8_dequant(const uint8_t *a, const uint8_t *b, int64_t n, cons
 }
 
 /* bumped whenever an exported signature changes; native.py refuses a library built from other sources */
-SS_EXPORT int ss_abi_version(void) { return 4; }
+SS_EXPORT int ss_abi_version(void) { return 5; }
 
 /* split counts of a finished state array: final, final bits, ever changed or final, bits ever differed or
  * final bits */
@@ -563,8 +606,8 @@ SS_CLONES SS_EXPORT void ss_series_split(const uint16_t *restrict st, int64_t n,
 SS_EXPORT int ss_series_chunk(const void *const *rows, int nsteps, int fin, int64_t n, int code, int ref,
                               int fast, const float *lut32, const double *lut, float le, float amb,
                               double thr, int64_t *out, int64_t *split4) {
-    static const int64_t width[] = {2, 2, 1, 4, 8};
-    if (code < 0 || code > 4) return -1;
+    static const int64_t width[] = {2, 2, 1, 4, 8, 1, 1};
+    if (code < 0 || code > 6) return -1;
     const int64_t w = width[code];
     uint16_t st[BLK];
     int64_t scratch[8];

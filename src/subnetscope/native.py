@@ -26,10 +26,10 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
 
 #: must equal ``ss_abi_version()`` of the compiled library
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 #: decode code of a dtype in the C kernels (see ``_native.c``)
-_CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 2, "F8_E5M2": 2, "F32": 3, "F64": 4}
+_CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 5, "F8_E5M2": 6, "F32": 3, "F64": 4}
 
 
 def _load() -> Any:
@@ -49,7 +49,7 @@ def _load() -> Any:
         return None
     lib.ss_count4.argtypes = [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _P, _P, _P, _U64, _U64, _P]
     lib.ss_mask.argtypes = [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P]
-    lib.ss_fp8_dequant.argtypes = [_P, _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _P, _P]
+    lib.ss_fp8_dequant.argtypes = [_P, _P, _I64, _INT, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _P, _P]
     lib.ss_series_chunk.argtypes = [_P, _INT, _INT, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P, _P]
     return lib
 
@@ -181,12 +181,12 @@ def fp8_dequant(
     assert lib is not None
     from .kernels import tables32
 
-    lut, lut32 = tables32(code)
+    _lut, lut32 = tables32(code)
     t = np.ascontiguousarray(thr4, dtype=np.float64)
     for arr in (sa, sb):
         if arr.dtype != np.float64:
             raise ValueError("scale grids must be float64")
-    rc = lib.ss_fp8_dequant(_ptr(a), _ptr(b), a.shape[0], _ptr(lut), _ptr(lut32), _ptr(sa), _ptr(sb),
+    rc = lib.ss_fp8_dequant(_ptr(a), _ptr(b), a.shape[0], _CODES[code], _ptr(lut32), _ptr(sa), _ptr(sb),
                             start, cols, block[0], block[1], int(ref), _ptr(t), _ptr(out7))  # fmt: skip
     if rc:
         raise ValueError(f"bad FP8 layout: cols {cols}, block {block}, start {start}")
