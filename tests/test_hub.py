@@ -50,3 +50,48 @@ def test_local_path_wins_over_hub_id(tmp_path, monkeypatch):
     from subnetscope.refs import resolve_path
 
     assert resolve_path("acme/tiny") == Path("acme/tiny")
+
+
+def test_a_legacy_bin_repository_fetches_its_bin_shards(tmp_path, monkeypatch):
+    """No safetensors in the first fetch: the second asks for the legacy shards, and nothing else."""
+    import huggingface_hub
+
+    from scale_helpers import save_bin
+    from subnetscope.refs import ALLOW_PATTERNS, LEGACY_PATTERNS, load_checkpoint
+
+    shapes = llama_names(layers=1, hidden=8, inter=16, vocab=12)
+    state = random_state(shapes, seed=3)
+    full = save_bin(state, tmp_path / "repo", shards=2)  # what the hub holds
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        calls.append(list(allow_patterns))
+        snap = tmp_path / "snap"
+        snap.mkdir(exist_ok=True)
+        for f in full.iterdir():  # "download" the files that match
+            if any(Path(f.name).match(p) for p in allow_patterns):
+                (snap / f.name).write_bytes(f.read_bytes())
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    ck = load_checkpoint("acme/legacy")
+    assert calls == [ALLOW_PATTERNS, LEGACY_PATTERNS]
+    assert set(ck.tensors) == set(state)
+    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == sorted(p.name for p in full.iterdir())
+
+
+def test_a_safetensors_repository_is_fetched_once(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from subnetscope.refs import ALLOW_PATTERNS, load_checkpoint
+
+    shapes = llama_names(layers=1, hidden=8, inter=16, vocab=12)
+    snap = save_checkpoint(random_state(shapes), tmp_path / "snap")
+    calls = []
+    monkeypatch.setattr(
+        huggingface_hub,
+        "snapshot_download",
+        lambda repo_id, revision=None, allow_patterns=None: calls.append(list(allow_patterns)) or str(snap),
+    )
+    load_checkpoint("acme/tiny")
+    assert calls == [ALLOW_PATTERNS]

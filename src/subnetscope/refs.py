@@ -2,7 +2,9 @@
 
 Local paths win: if the path exists it is used as is. Otherwise the argument must look like a hub id and
 is fetched with :func:`huggingface_hub.snapshot_download`, downloading only ``*.json`` and
-``*.safetensors`` into the standard cache; ``HF_HUB_OFFLINE=1`` is honoured (cache only).
+``*.safetensors`` into the standard cache; a repository without safetensors weights then gets its legacy
+``pytorch_model*.bin`` shards (read with ``torch.load(weights_only=True)``, never unpickled freely).
+``HF_HUB_OFFLINE=1`` is honoured (cache only).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from .io.checkpoint import Checkpoint, open_checkpoint
 
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<rev>[\w.\-/]+))?$")
 
-#: files fetched from the hub: configs, tokenizer files and weights; never pickles or other formats
+#: files fetched from the hub: configs, tokenizer files and safetensors weights
 ALLOW_PATTERNS = ["*.json", "*.safetensors"]
+#: fetched second, only when the first fetch brought no safetensors weights (a legacy repository)
+LEGACY_PATTERNS = ["pytorch_model*.bin"]
 
 
 def parse_hub_id(ref: str) -> tuple[str, str | None] | None:
@@ -59,7 +63,9 @@ def _download(repo: str, rev: str | None) -> Path:
 
     label = f"{repo}@{rev}" if rev else repo
     try:
-        path = snapshot_download(repo_id=repo, revision=rev, allow_patterns=ALLOW_PATTERNS)
+        path = Path(snapshot_download(repo_id=repo, revision=rev, allow_patterns=ALLOW_PATTERNS))
+        if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+            path = Path(snapshot_download(repo_id=repo, revision=rev, allow_patterns=LEGACY_PATTERNS))
     except LocalEntryNotFoundError:
         if _offline():
             raise HubError(
@@ -87,7 +93,7 @@ def _download(repo: str, rev: str | None) -> Path:
         raise HubError(
             f"{label}: download failed ({e})", "retry, or download it by hand and give the path"
         ) from None
-    return Path(path)
+    return path
 
 
 def load_checkpoint(ref: str | os.PathLike[str]) -> Checkpoint:
