@@ -19,7 +19,8 @@ setup(
     ext_modules=[
         Extension(
             "subnetscope._native",
-            sources=["src/subnetscope/_native.c"],
+            sources=["src/subnetscope/_native.c", "src/subnetscope/_native_delta.c"],
+            depends=["src/subnetscope/_native.h"],
             extra_compile_args=FLAGS,
             optional=True,
         )

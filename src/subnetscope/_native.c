@@ -17,22 +17,8 @@
 #include <Python.h>
 
 #include <math.h>
-#include <stdint.h>
-#include <string.h>
 
-#if defined(SS_CLONES)
-/* set by the build */
-#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SS_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define SS_CLONES
-#endif
-
-#if defined(_WIN32)
-#define SS_EXPORT __declspec(dllexport)
-#else
-#define SS_EXPORT __attribute__((visibility("default")))
-#endif
+#include "_native.h"
 
 static inline float bf16_f32(uint16_t x) {
     uint32_t u = (uint32_t)x << 16;
@@ -577,7 +563,7 @@ SS_EXPORT int ss_fp8_dequant(const uint8_t *a, const uint8_t *b, int64_t n, int 
 }
 
 /* bumped whenever an exported signature changes; native.py refuses a library built from other sources */
-SS_EXPORT int ss_abi_version(void) { return 5; }
+SS_EXPORT int ss_abi_version(void) { return 6; }
 
 /* split counts of a finished state array: final, final bits, ever changed or final, bits ever differed or
  * final bits */

@@ -26,7 +26,7 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
 
 #: must equal ``ss_abi_version()`` of the compiled library
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 #: decode code of a dtype in the C kernels (see ``_native.c``)
 _CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 5, "F8_E5M2": 6, "F32": 3, "F64": 4}
@@ -49,6 +49,14 @@ def _load() -> Any:
         return None
     lib.ss_count4.argtypes = [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _P, _P, _P, _U64, _U64, _P]
     lib.ss_mask.argtypes = [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P]
+    for name, args in (
+        ("ss_diff_pack", [_P, _P, _I64, _INT, _P, _P]),
+        ("ss_scatter_bitmap", [_P, _I64, _INT, _P, _P, _I64]),
+        ("ss_scatter_varint", [_P, _I64, _INT, _P, _I64, _P, _I64]),
+        ("ss_bitmap_varint", [_P, _I64, _I64, _P, _I64]),
+    ):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, _I64
     lib.ss_fp8_dequant.argtypes = [_P, _P, _I64, _INT, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _P, _P]
     lib.ss_series_chunk.argtypes = [_P, _INT, _INT, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P, _P]
     return lib
@@ -85,6 +93,12 @@ def _ptr(a: np.ndarray) -> int:
     if not a.flags.c_contiguous:
         raise ValueError("the C kernels need contiguous arrays")
     return int(a.ctypes.data)
+
+
+def _writable(*arrays: np.ndarray) -> None:
+    # C writes through the pointer whatever numpy's flag says: a read-only map would fault, not raise
+    if not all(a.flags.writeable for a in arrays):
+        raise ValueError("the C kernels write into a read-only array")
 
 
 def _tables(dtype: DType, lut: np.ndarray | None, lut32: np.ndarray | None) -> tuple[int, int]:
@@ -190,3 +204,49 @@ def fp8_dequant(
                             start, cols, block[0], block[1], int(ref), _ptr(t), _ptr(out7))  # fmt: skip
     if rc:
         raise ValueError(f"bad FP8 layout: cols {cols}, block {block}, start {start}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the delta loops (``_native_delta.c``; see :mod:`subnetscope.delta.kernels`)
+
+
+def diff_pack(a: np.ndarray, b: np.ndarray, bitmap: np.ndarray, values: np.ndarray) -> int:
+    """``bitmap`` (packed, little bit order) of where the raw bits differ, ``values[:k]`` = ``b`` there;
+    returns ``k``. ``values`` must hold ``len(b)`` elements."""
+    lib = _LIB
+    assert lib is not None
+    n = b.shape[0]
+    if a.shape[0] != n or values.shape[0] < n or bitmap.shape[0] < (n + 7) // 8:
+        raise ValueError("diff_pack: arrays of the wrong sizes")
+    _writable(bitmap, values)
+    return int(lib.ss_diff_pack(_ptr(a), _ptr(b), n, b.dtype.itemsize, _ptr(bitmap), _ptr(values)))
+
+
+def bitmap_varint(bitmap: np.ndarray, n: int, out: np.ndarray) -> int:
+    """LEB128 gaps of the set bits of ``bitmap`` below ``n`` into ``out``: bytes written, -1 if too many."""
+    lib = _LIB
+    assert lib is not None
+    _writable(out)
+    return int(lib.ss_bitmap_varint(_ptr(bitmap), bitmap.shape[0], n, _ptr(out), out.shape[0]))
+
+
+def scatter_bitmap(out: np.ndarray, bitmap: np.ndarray, values: np.ndarray) -> int:
+    """``out[bit i set] = values`` in order: the number of set bits, or a negative error code."""
+    lib = _LIB
+    assert lib is not None
+    if bitmap.shape[0] < (out.shape[0] + 7) // 8 or values.dtype.itemsize != out.dtype.itemsize:
+        raise ValueError("scatter_bitmap: bitmap too short or values of another width")
+    _writable(out)
+    return int(lib.ss_scatter_bitmap(_ptr(out), out.shape[0], out.dtype.itemsize, _ptr(bitmap),
+                                     _ptr(values), values.shape[0]))  # fmt: skip
+
+
+def scatter_varint(out: np.ndarray, buf: np.ndarray, values: np.ndarray) -> int:
+    """Decode LEB128 gaps from ``buf``, ``out[pos] = values`` in order: values used, or a negative error."""
+    lib = _LIB
+    assert lib is not None
+    if values.dtype.itemsize != out.dtype.itemsize:
+        raise ValueError("scatter_varint: values of another width")
+    _writable(out)
+    return int(lib.ss_scatter_varint(_ptr(out), out.shape[0], out.dtype.itemsize, _ptr(buf), buf.shape[0],
+                                     _ptr(values), values.shape[0]))  # fmt: skip

@@ -123,20 +123,20 @@ def encode_whole(target: np.ndarray, level: int) -> EncodedChunk:
 
 
 def encode_chunk(
-    base: np.ndarray, target: np.ndarray, level: int, use_numba: bool | None = None
+    base: np.ndarray, target: np.ndarray, level: int, backend: str | None = None
 ) -> EncodedChunk | None:
     """Encode the bit differences of one chunk (raw bits, same dtype); None when nothing changed."""
     count = int(target.shape[0])
     size = target.dtype.itemsize
     bitmap = _scratch("bitmap", np.dtype(np.uint8), (count + 7) // 8)
     values = _scratch("values", target.dtype, count)
-    k = kernels.diff_pack(base, target, bitmap, values, use_numba)
+    k = kernels.diff_pack(base, target, bitmap, values, backend)
     if k == 0:
         return None
     gaps = b""
     gap_bytes = bitmap.shape[0] + 1
     if k < bitmap.shape[0]:  # every varint is at least one byte: gaps can only win below one change per byte
-        gaps = kernels.bitmap_varint(bitmap, count, k, use_numba)
+        gaps = kernels.bitmap_varint(bitmap, count, k, backend)
         gap_bytes = len(gaps)
     pos_bytes = min(bitmap.shape[0], gap_bytes)
     if pos_bytes + k * size >= count * size:
@@ -224,7 +224,7 @@ def patch_chunk(
     blob: bytes,
     values: np.ndarray,
     where: str,
-    use_numba: bool | None = None,
+    backend: str | None = None,
 ) -> None:
     """Write ``values`` into ``piece`` (the base's bits of one chunk, writable) at the positions of a
     ``bitmap`` or ``gaps`` blob, in one pass; every value must be used exactly once."""
@@ -232,10 +232,10 @@ def patch_chunk(
     count = int(piece.shape[0])
     if kind == "bitmap":
         raw = _unpack(codec, blob, (count + 7) // 8, True, where)
-        got = kernels.scatter_bitmap(piece, np.frombuffer(raw, dtype=np.uint8), values, use_numba)
+        got = kernels.scatter_bitmap(piece, np.frombuffer(raw, dtype=np.uint8), values, backend)
     else:
         raw = _unpack(codec, blob, changed * MAX_VARINT, False, where)
-        got = kernels.scatter_varint(piece, np.frombuffer(raw, dtype=np.uint8), values, use_numba)
+        got = kernels.scatter_varint(piece, np.frombuffer(raw, dtype=np.uint8), values, backend)
     if got != changed:
         what = _KERNEL_ERRORS.get(got, f"holds {got} positions, the manifest says {changed}")
         raise DeltaFormatError(f"{where}: the {kind} position blob {what} (damaged)", "re-export the delta")

@@ -1,20 +1,22 @@
 """Per-chunk loops of the delta: gather the changed values on export, scatter them on apply.
 
 numpy's boolean gather and scatter cost ~4 ns per element; these loops cost ~1 ns per element (a
-branch-free compaction) or only touch the changed elements (a loop over the set bits of the bitmap,
-through a per-byte table, when changes are rare), compiled with numba (``nogil``, so worker threads run in parallel). The same operations run in numpy when numba is
-missing or ``SUBNETSCOPE_NO_NUMBA=1``; both are tested against each other and against a brute-force
-oracle. The scatter loops validate their input (positions in range, value counts, varint lengths), so a
+branch-free compaction) or only touch the changed elements (a loop over the set bits of the bitmap when
+changes are rare). They run in C (``_native_delta.c``) when the extension is built, else in numba, else in
+numpy (the backends of :data:`subnetscope.kernels.BACKENDS`); the compiled ones release the GIL, so worker
+threads run in parallel. All three are tested against each other and against a brute-force oracle. The scatter loops validate their input (positions in range, value counts, varint lengths), so a
 damaged delta is an error, never an out-of-bounds write.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 from typing import Any
 
 import numpy as np
 
+from .. import native
+from ..kernels import pick_backend
 from .varint import MAX_VARINT, varint_decode, varint_encode
 
 #: error codes of the scatter loops (negative; a non-negative result is the number of values used)
@@ -138,13 +140,11 @@ def _scatter_varint_nb(
     return k
 
 
-def _compile() -> tuple[Any, ...] | None:
-    if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() not in ("", "0"):
-        return None
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; this is the safety net
-        return None
+@functools.cache
+def _numba_kernels() -> tuple[Any, ...]:
+    """The jitted loops (numba imported and compiled on first use)."""
+    import numba
+
     jit = numba.njit(nogil=True, cache=True, boundscheck=False)
     return tuple(
         jit(f)
@@ -152,40 +152,44 @@ def _compile() -> tuple[Any, ...] | None:
     )
 
 
-_NB = _compile()
-USING_NUMBA = _NB is not None
-
-
-def _nb(use_numba: bool | None) -> bool:
-    return USING_NUMBA if use_numba is None else (use_numba and USING_NUMBA)
+def _backend(backend: str | None) -> str:
+    return pick_backend(backend)
 
 
 def diff_pack(
-    a: np.ndarray, b: np.ndarray, bitmap: np.ndarray, values: np.ndarray, use_numba: bool | None = None
+    a: np.ndarray, b: np.ndarray, bitmap: np.ndarray, values: np.ndarray, backend: str | None = None
 ) -> int:
     """Compare raw bits ``a`` and ``b``: fill ``bitmap`` (packed, little bit order, ``ceil(n/8)`` bytes)
     with where they differ and ``values[:k]`` with ``b`` there, in order; return ``k``.
 
-    The comparison and the bitmap are numpy (SIMD); the gather is a loop over the set bits when changes
-    are rare, else a branch-free compaction over all elements.
+    C: one pass for the bitmap, then a loop over the set bits when changes are rare, else a branch-free
+    compaction. numba and numpy: the comparison and the bitmap in numpy, then the same gather (numba) or a
+    boolean gather (numpy). ``backend``: one of :data:`subnetscope.kernels.BACKENDS` (all agree).
     """
+    be = _backend(backend)
+    if be == "native":
+        return native.diff_pack(a, b, bitmap, values)
     ne = a != b
     k = int(np.count_nonzero(ne))
     bitmap[:] = np.packbits(ne, bitorder="little")
-    if not (_nb(use_numba) and _NB is not None):
+    if be == "numpy":
         values[:k] = b[ne]
     elif 8 * k < b.shape[0]:
-        _NB[1](b, bitmap, values, LUT_POS, LUT_CNT)
+        _numba_kernels()[1](b, bitmap, values, LUT_POS, LUT_CNT)
     else:
-        _NB[0](b, ne.view(np.uint8), values)
+        _numba_kernels()[0](b, ne.view(np.uint8), values)
     return k
 
 
-def bitmap_varint(bitmap: np.ndarray, n: int, k: int, use_numba: bool | None = None) -> bytes:
+def bitmap_varint(bitmap: np.ndarray, n: int, k: int, backend: str | None = None) -> bytes:
     """The LEB128 gaps (``pos[i] - pos[i-1] - 1``) of the ``k`` set bits of ``bitmap`` below ``n``."""
-    if _nb(use_numba) and _NB is not None:
+    be = _backend(backend)
+    if be != "numpy":
         out = np.empty(k * MAX_VARINT, dtype=np.uint8)
-        w = int(_NB[2](bitmap, n, out, LUT_POS, LUT_CNT))
+        if be == "native":
+            w = native.bitmap_varint(bitmap, n, out)
+        else:
+            w = int(_numba_kernels()[2](bitmap, n, out, LUT_POS, LUT_CNT))
         if w < 0:
             raise ValueError("bitmap holds more than k set bits")
         return out[:w].tobytes()
@@ -194,13 +198,16 @@ def bitmap_varint(bitmap: np.ndarray, n: int, k: int, use_numba: bool | None = N
 
 
 def scatter_bitmap(
-    out: np.ndarray, bitmap: np.ndarray, values: np.ndarray, use_numba: bool | None = None
+    out: np.ndarray, bitmap: np.ndarray, values: np.ndarray, backend: str | None = None
 ) -> int:
     """``out[bit i set] = values`` in order; the number of set bits (or :data:`ERR_VALUES` if more than
     ``len(values)``). ``bitmap`` must hold at least ``ceil(len(out) / 8)`` bytes."""
     assert bitmap.shape[0] >= (out.shape[0] + 7) // 8
-    if _nb(use_numba) and _NB is not None:
-        return int(_NB[3](out, bitmap, values))
+    be = _backend(backend)
+    if be == "native":
+        return native.scatter_bitmap(out, bitmap, values)
+    if be == "numba":
+        return int(_numba_kernels()[3](out, bitmap, values))
     mask = np.unpackbits(bitmap, count=out.shape[0], bitorder="little").view(bool)
     k = int(np.count_nonzero(mask))
     if k > values.shape[0] or values.shape[0] == 0:
@@ -209,13 +216,14 @@ def scatter_bitmap(
     return k
 
 
-def scatter_varint(
-    out: np.ndarray, buf: np.ndarray, values: np.ndarray, use_numba: bool | None = None
-) -> int:
+def scatter_varint(out: np.ndarray, buf: np.ndarray, values: np.ndarray, backend: str | None = None) -> int:
     """Decode LEB128 gaps from ``buf`` and set ``out[pos] = values`` in order; the number of values used,
     or a negative error code (:data:`ERR_VALUES`, :data:`ERR_POSITION`, :data:`ERR_VARINT`)."""
-    if _nb(use_numba) and _NB is not None:
-        return int(_NB[4](out, buf, values))
+    be = _backend(backend)
+    if be == "native":
+        return native.scatter_varint(out, buf, values)
+    if be == "numba":
+        return int(_numba_kernels()[4](out, buf, values))
     last = (buf & 0x80) == 0
     count = int(np.count_nonzero(last))
     if buf.size and not last[-1]:
