@@ -12,8 +12,8 @@ base does not have (rows added by the target) each get a bin of their own.
 
 from __future__ import annotations
 
-import os
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -124,14 +124,16 @@ def _count_nb(  # pragma: no cover - jitted
         hist[3, j] += b1 & b2
 
 
-_NB = None
-if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() in ("", "0"):
-    try:
-        import numba
+@cache
+def _count_jit() -> Any:
+    """The jitted counter, or None without numba (imported and compiled on first use, i.e. with --base)."""
+    from .kernels import numba_enabled
 
-        _NB = numba.njit(nogil=True, cache=True, boundscheck=False)(_count_nb)
-    except ImportError:  # pragma: no cover - numba is a dependency
-        _NB = None
+    if not numba_enabled():
+        return None
+    import numba
+
+    return numba.njit(nogil=True, cache=True, boundscheck=False)(_count_nb)
 
 
 def count_local(
@@ -145,8 +147,9 @@ def count_local(
     mant, ebits, _ = layout(dtype.code)
     if bits.shape[0] == 0:
         return
-    if use_numba and _NB is not None:
-        _NB(bits, p1, p2, mant, ebits, hist)
+    jit = _count_jit() if use_numba else None
+    if jit is not None:
+        jit(bits, p1, p2, mant, ebits, hist)
     else:
         _count_np(bits, p1, p2, mant, ebits, hist)
 
