@@ -1,7 +1,10 @@
-"""The optional C kernels (``_native.c``), loaded with ctypes: compare's count and mask, the series step.
+"""The optional C kernels, loaded with ctypes: compare's count and mask, the series chunk, FP8
+dequantized counts (``_native.c``) and the delta loops (``_native_delta.c``).
 
-They compute what the numba kernels of :mod:`subnetscope.kernels` and :mod:`subnetscope.series_kernels`
-compute, bit for bit (tests check all three backends against the brute-force oracle). What they add is
+They compute what the numba kernels of :mod:`subnetscope.kernels`, :mod:`subnetscope.series_kernels`,
+:mod:`subnetscope.fp8` and :mod:`subnetscope.delta.kernels` compute, bit for bit (tests check every
+backend against the brute-force oracle). The wrappers check sizes, widths, contiguity and writability
+before handing pointers to C, so a wrong call raises instead of reading or writing out of bounds. What they add is
 start-up: this library loads in milliseconds where numba costs about 0.5 s per process (its import plus
 loading a cached kernel), which is as long as reading a 1B-parameter pair. They are also a little faster:
 differences are taken in float32 where that decides the comparison exactly, and in float64 otherwise
@@ -95,6 +98,11 @@ def _ptr(a: np.ndarray) -> int:
     return int(a.ctypes.data)
 
 
+def _bits(dtype: DType, n: int, *arrays: np.ndarray) -> None:
+    if any(a.dtype.itemsize != dtype.itemsize or a.shape[0] != n for a in arrays):
+        raise ValueError(f"the C kernels need {n} raw {dtype.code} values in every row")
+
+
 def _writable(*arrays: np.ndarray) -> None:
     # C writes through the pointer whatever numpy's flag says: a read-only map would fault, not raise
     if not all(a.flags.writeable for a in arrays):
@@ -122,6 +130,7 @@ def count4(
     target; ``lut``/``lut32`` are the float64/float32 decode tables of table-decoded dtypes (fp16, fp8)."""
     lib = _LIB
     assert lib is not None
+    _bits(dtype, a.shape[0], a, b)
     code = _CODES[dtype.code]
     fast = code != 4
     le, amb = float32_bounds(thr4, ref) if fast else (_DUMMY_F32, _DUMMY_F32)
@@ -146,6 +155,10 @@ def mask(
     """Write into ``out`` (uint8, ``ceil(n / 8)``) the packed bits (little bit order) of ``d > thr``."""
     lib = _LIB
     assert lib is not None
+    _bits(dtype, a.shape[0], a, b)
+    if out.shape[0] < (a.shape[0] + 7) // 8 or out.dtype.itemsize != 1:
+        raise ValueError("the mask buffer is too short")
+    _writable(out)
     code = _CODES[dtype.code]
     le, amb = float32_bounds(np.array([thr]), ref)
     p32, p64 = _tables(dtype, lut, lut32)
@@ -174,6 +187,9 @@ def series_chunk(
     assert lib is not None
     if not (out.flags.c_contiguous and out.dtype == np.int64 and out.shape == (nsteps, 8)):
         raise ValueError("out must be a C-ordered (nsteps, 8) int64 array")
+    if not (len(rows) > max(nsteps, fin) and fin >= 1 and split4.shape == (4,) and split4.dtype == np.int64):
+        raise ValueError("series_chunk: rows, fin or split4 do not match nsteps")
+    _bits(dtype, rows[0].shape[0], *rows)
     code = _CODES[dtype.code]
     le, amb = float32_bounds(np.array([thr]), ref)
     p32, p64 = _tables(dtype, lut, lut32)
@@ -197,9 +213,15 @@ def fp8_dequant(
 
     _lut, lut32 = tables32(code)
     t = np.ascontiguousarray(thr4, dtype=np.float64)
+    n = a.shape[0]
+    if b.shape[0] != n or a.dtype.itemsize != 1 or b.dtype.itemsize != 1:
+        raise ValueError("fp8_dequant: a and b must hold the same number of 1-byte codes")
+    if cols <= 0 or min(block) <= 0:
+        raise ValueError(f"bad FP8 layout: cols {cols}, block {block}")
+    need = (((start + max(n, 1) - 1) // cols) // block[0] + 1) * -(-cols // block[1])
     for arr in (sa, sb):
-        if arr.dtype != np.float64:
-            raise ValueError("scale grids must be float64")
+        if arr.dtype != np.float64 or arr.shape[0] < need:
+            raise ValueError(f"scale grids must be float64 with at least {need} entries")
     rc = lib.ss_fp8_dequant(_ptr(a), _ptr(b), a.shape[0], _CODES[code], _ptr(lut32), _ptr(sa), _ptr(sb),
                             start, cols, block[0], block[1], int(ref), _ptr(t), _ptr(out7))  # fmt: skip
     if rc:
