@@ -7,9 +7,10 @@ which one ran it (tested: equal JSON, equal mask bytes).
 - ``threads``: the engine's thread pool (``-j`` threads; the compiled kernels release the GIL). The
   library's default.
 - ``auto`` (the command line's default): ``processes`` for a pass of at least ``AUTO_PROCESS_BYTES`` with
-  several jobs where workers can be forked (Linux) and the extra consumers pickle, else ``threads``. Threads of one process share its
-  memory map, and the kernel serialises their mapping of file pages (measured here on the 1B pair with
-  2 jobs: 0.82-0.87 s on threads, 0.52-0.56 s on forked processes); separate processes do not contend.
+  several jobs where workers can be forked (Linux) and the extra consumers pickle, else ``threads``.
+  Threads of one process share its memory map, and the kernel serialises their mapping of file pages
+  (measured here on the 1B pair with 2 jobs: 0.81-0.84 s on threads, 0.55-0.65 s on forked processes);
+  separate processes do not contend.
 - ``processes``: ``-j`` local worker processes. Pairs are grouped into *tasks* (the tensors of one
   (base shard, target shard) pair, split to at most ``task_elements`` elements, a larger tensor alone);
   each worker runs the engine serially on its task and sends back small stats (``TensorStats`` JSON) and,

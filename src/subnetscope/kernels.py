@@ -163,13 +163,12 @@ def numba_jit() -> Any:
     about 0.3 s, which a process that runs the C kernels never pays)."""
     import numba
 
+    global decode_j, _diff_j
     inline = numba.njit(inline="always", boundscheck=False)
     kernel = numba.njit(nogil=True, cache=True, boundscheck=False)
-    ns = SimpleNamespace(decode=inline(decode_nb), diff=inline(_diff_nb))
     # the kernels call the helpers through these module globals, resolved when numba compiles them
-    globals()["decode_j"], globals()["_diff_j"] = ns.decode, ns.diff
-    ns.dense4, ns.mask = kernel(_dense4_nb), kernel(_mask_nb)
-    return ns
+    decode_j, _diff_j = inline(decode_nb), inline(_diff_nb)
+    return SimpleNamespace(decode=decode_j, diff=_diff_j, dense4=kernel(_dense4_nb), mask=kernel(_mask_nb))
 
 
 #: the kernel backends usable here, fastest first: the C kernels, numba, numpy (always)
