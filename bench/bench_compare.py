@@ -79,14 +79,7 @@ def main() -> None:
         cold(args)
         return
 
-    base, target = make_pair_subprocess(args.params)
-    shards = files_of(base, target)
-    nbytes = sum(os.path.getsize(f) for f in shards)
-    exe = str(Path(sys.executable).parent / "subnetscope")
-    cmd = [exe, "compare", str(base), str(target), "--format", "json"]
-    if args.jobs:
-        cmd += ["-j", str(args.jobs)]
-    env = dict(os.environ, SUBNETSCOPE_NO_PROGRESS="1")
+    base, target, shards, nbytes, exe, cmd, env = setup(args)
     timed(["cat", *shards])  # warm the page cache
     timed(cmd, env)  # a first run (numba's cache, when the C kernels are not built)
     raw, cli, lib, lib_auto, rss = [], [], [], [], []
@@ -129,8 +122,8 @@ def main() -> None:
         )
 
 
-def cold(args: argparse.Namespace) -> None:
-    """Raw read and the command, each from an empty page cache (alternating, medians)."""
+def setup(args: argparse.Namespace) -> tuple[Path, Path, list[str], int, str, list[str], dict[str, str]]:
+    """The pair (built once), its shards and size, the command to time and its environment."""
     base, target = make_pair_subprocess(args.params)
     shards = files_of(base, target)
     nbytes = sum(os.path.getsize(f) for f in shards)
@@ -138,7 +131,12 @@ def cold(args: argparse.Namespace) -> None:
     cmd = [exe, "compare", str(base), str(target), "--format", "json"]
     if args.jobs:
         cmd += ["-j", str(args.jobs)]
-    env = dict(os.environ, SUBNETSCOPE_NO_PROGRESS="1")
+    return base, target, shards, nbytes, exe, cmd, dict(os.environ, SUBNETSCOPE_NO_PROGRESS="1")
+
+
+def cold(args: argparse.Namespace) -> None:
+    """Raw read and the command, each from an empty page cache (alternating, medians)."""
+    base, target, shards, nbytes, _exe, cmd, env = setup(args)
     raw, cli = [], []
     for _ in range(args.repeats):
         drop_caches()

@@ -567,7 +567,7 @@ SS_EXPORT int ss_abi_version(void) { return 6; }
 
 /* split counts of a finished state array: final, final bits, ever changed or final, bits ever differed or
  * final bits */
-SS_CLONES SS_EXPORT void ss_series_split(const uint16_t *restrict st, int64_t n, int64_t *restrict out) {
+SS_CLONES static void series_split(const uint16_t *restrict st, int64_t n, int64_t *restrict out) {
     for (int64_t s = 0; s < n; s += BLK) {
         const int32_t m = (int32_t)(n - s < BLK ? n - s : BLK);
         int32_t f = 0, fb = 0, e = 0, eb = 0;
@@ -609,7 +609,7 @@ SS_EXPORT int ss_series_chunk(const void *const *rows, int nsteps, int fin, int6
             series_step(ROW(0), ROW(k - 1), ROW(k), m, code, ref, fast, mode, lut32, lut, le, amb, thr, st,
                         out + 8 * (k - 1));
         }
-        ss_series_split(st, m, split4);
+        series_split(st, m, split4);
 #undef ROW
     }
     return 0;

@@ -129,6 +129,15 @@ def decode_table(code: str) -> np.ndarray:
     return table
 
 
+@cache
+def decode_table32(code: str) -> np.ndarray:
+    """:func:`decode_table` in float32 (exact: every 8- and 16-bit float is a float32; read-only)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf entries stay NaN/Inf
+        table = decode_table(code).astype(np.float32)
+    table.setflags(write=False)
+    return table
+
+
 def decode(bits: np.ndarray, dtype: DType) -> np.ndarray:
     """Exact float64 values of an array of raw bits of ``dtype``."""
     if dtype.code in ("BF16", "F16", "F8_E4M3", "F8_E5M2"):

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels, native
-from .dtypes import DTYPES, decode, decode_table, reference_threshold
+from .dtypes import DTYPES, decode, decode_table, decode_table32, reference_threshold
 from .io.checkpoint import Checkpoint
 from .io.reader import read_tensor_bits
 from .plan import Pair, Plan
@@ -347,7 +347,7 @@ def count_dequant(
     if be == "numpy":
         count_dequant_np(a, b, code, sa, sb, start, cols, block, thr, ref, out)
         return
-    lut, lut32 = kernels.tables32(code)
+    lut, lut32 = decode_table(code), decode_table32(code)
     dq = _dq_jit() if be == "numba" else None
     k = thr.shape[0]
     res = np.zeros(7, dtype=np.int64)

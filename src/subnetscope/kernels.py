@@ -255,27 +255,18 @@ def count_chunk(
         nb.mask(a, b, av, bv, lut, kind, ref, float(thr[mask_k]), mask_out)
 
 
-@functools.cache
-def tables32(code: str) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 and float32 decode tables of a table-decoded dtype (fp16, fp8)."""
-    lut = decode_table(code)
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf entries stay NaN/Inf
-        return lut, lut.astype(np.float32)
-
-
 def _count_native(
     a: np.ndarray, b: np.ndarray, dtype: DType, thr: np.ndarray, ref: bool, out: np.ndarray,
     mask_out: np.ndarray, mask_k: int, nonfinite: tuple[int, int],
 ) -> None:  # fmt: skip
-    lut, lut32 = tables32(dtype.code) if decode_kind(dtype) == DECODE_LUT else (None, None)
     k = thr.shape[0]
     res = np.zeros(7, dtype=np.int64)
     for g in range(0, k, 4):
         t4 = np.array([thr[min(g + i, k - 1)] for i in range(4)], dtype=np.float64)
         res[:] = 0
-        native.count4(a, b, dtype, ref, t4, nonfinite, res, lut, lut32)
+        native.count4(a, b, dtype, ref, t4, nonfinite, res)
         out[g : min(g + 4, k)] += res[: min(4, k - g)]
         if g == 0:
             out[k : k + 3] += res[4:7]
     if mask_out.shape[0]:
-        native.mask(a, b, dtype, ref, float(thr[mask_k]), mask_out, lut, lut32)
+        native.mask(a, b, dtype, ref, float(thr[mask_k]), mask_out)

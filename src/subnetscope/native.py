@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import DType
+from .dtypes import DType, decode_table, decode_table32
 
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
@@ -33,6 +33,7 @@ ABI_VERSION = 6
 
 #: decode code of a dtype in the C kernels (see ``_native.c``)
 _CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 5, "F8_E5M2": 6, "F32": 3, "F64": 4}
+_TABLE_CODES = ("F16", "F8_E4M3", "F8_E5M2")
 
 
 def _load() -> Any:
@@ -109,10 +110,12 @@ def _writable(*arrays: np.ndarray) -> None:
         raise ValueError("the C kernels write into a read-only array")
 
 
-def _tables(dtype: DType, lut: np.ndarray | None, lut32: np.ndarray | None) -> tuple[int, int]:
-    if lut is None or lut32 is None:
-        return _ptr(_DUMMY_F32), _ptr(_DUMMY_F64)
-    return _ptr(lut32), _ptr(lut)
+def _tables(dtype: DType) -> tuple[int, int]:
+    """Pointers to the float32 and float64 decode tables of a table-decoded dtype (fp16; fp8 for the
+    float64 fallback loops), else to placeholders the loops never read."""
+    if dtype.code in _TABLE_CODES:
+        return _ptr(decode_table32(dtype.code)), _ptr(decode_table(dtype.code))
+    return _ptr(_DUMMY_F32), _ptr(_DUMMY_F64)
 
 
 def count4(
@@ -123,11 +126,9 @@ def count4(
     thr4: np.ndarray,
     nonfinite: tuple[int, int],
     out7: np.ndarray,
-    lut: np.ndarray | None = None,
-    lut32: np.ndarray | None = None,
 ) -> None:
     """Add to ``out7`` (int64): ``#(d <= thr4[k])`` for the four thresholds, identical, non-finite base and
-    target; ``lut``/``lut32`` are the float64/float32 decode tables of table-decoded dtypes (fp16, fp8)."""
+    target."""
     lib = _LIB
     assert lib is not None
     _bits(dtype, a.shape[0], a, b)
@@ -135,7 +136,7 @@ def count4(
     fast = code != 4
     le, amb = float32_bounds(thr4, ref) if fast else (_DUMMY_F32, _DUMMY_F32)
     t = np.ascontiguousarray(thr4, dtype=np.float64)
-    p32, p64 = _tables(dtype, lut, lut32)
+    p32, p64 = _tables(dtype)
     rc = lib.ss_count4(_ptr(a), _ptr(b), a.shape[0], code, int(ref), int(fast), p32, p64,
                        _ptr(le), _ptr(amb), _ptr(t), nonfinite[0], nonfinite[1], _ptr(out7))  # fmt: skip
     if rc:  # pragma: no cover - _CODES and the C switch agree
@@ -149,8 +150,6 @@ def mask(
     ref: bool,
     thr: float,
     out: np.ndarray,
-    lut: np.ndarray | None = None,
-    lut32: np.ndarray | None = None,
 ) -> None:
     """Write into ``out`` (uint8, ``ceil(n / 8)``) the packed bits (little bit order) of ``d > thr``."""
     lib = _LIB
@@ -161,7 +160,7 @@ def mask(
     _writable(out)
     code = _CODES[dtype.code]
     le, amb = float32_bounds(np.array([thr]), ref)
-    p32, p64 = _tables(dtype, lut, lut32)
+    p32, p64 = _tables(dtype)
     rc = lib.ss_mask(_ptr(a), _ptr(b), a.shape[0], code, int(ref), int(code != 4), p32, p64,
                      float(le[0]), float(amb[0]), float(thr), _ptr(out))  # fmt: skip
     if rc:  # pragma: no cover
@@ -177,8 +176,6 @@ def series_chunk(
     fin: int,
     out: np.ndarray,
     split4: np.ndarray,
-    lut: np.ndarray | None = None,
-    lut32: np.ndarray | None = None,
 ) -> None:
     """A whole chunk of a series (``rows[0]`` INIT, ``rows[1..nsteps]`` the checkpoints, ``rows[fin]`` the
     final one) block by block: adds the per-step counts to ``out`` (``(nsteps, 8)`` int64, C order) and
@@ -192,7 +189,7 @@ def series_chunk(
     _bits(dtype, rows[0].shape[0], *rows)
     code = _CODES[dtype.code]
     le, amb = float32_bounds(np.array([thr]), ref)
-    p32, p64 = _tables(dtype, lut, lut32)
+    p32, p64 = _tables(dtype)
     ptrs = (ctypes.c_void_p * len(rows))(*[_ptr(r) for r in rows])
     rc = lib.ss_series_chunk(ptrs, nsteps, fin, rows[0].shape[0], code, int(ref), int(code != 4), p32, p64,
                              float(le[0]), float(amb[0]), float(thr), _ptr(out), _ptr(split4))  # fmt: skip
@@ -209,9 +206,7 @@ def fp8_dequant(
     C version of ``fp8._dq_nb``): adds the four threshold counts, identical, non-finite base and target."""
     lib = _LIB
     assert lib is not None
-    from .kernels import tables32
-
-    _lut, lut32 = tables32(code)
+    lut32 = decode_table32(code)
     t = np.ascontiguousarray(thr4, dtype=np.float64)
     n = a.shape[0]
     if b.shape[0] != n or a.dtype.itemsize != 1 or b.dtype.itemsize != 1:

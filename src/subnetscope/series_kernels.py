@@ -230,11 +230,8 @@ def series_chunk(
     ref = semantics == "reference" and dtype.code != "F64"
     thr = _thr(tol, semantics, dtype)
     if be == "native":
-        lut, lut32 = (
-            kernels.tables32(dtype.code) if kernels.decode_kind(dtype) == kernels.DECODE_LUT else (None, None)
-        )
         sp = np.zeros(4, dtype=np.int64)
-        native.series_chunk(list(rows), dtype, ref, thr, nsteps, fin, out, sp, lut, lut32)
+        native.series_chunk(list(rows), dtype, ref, thr, nsteps, fin, out, sp)
         f, fb, e, eb = (int(v) for v in sp)
     else:
         if state is None or state.shape[0] < n:
