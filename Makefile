@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 
 .PHONY: setup demo test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml setup.py src/subnetscope/_native.c src/subnetscope/_native_delta.c src/subnetscope/_native.h
+$(STAMP): pyproject.toml setup.py src/subnetscope/_native.c src/subnetscope/_native_delta.c src/subnetscope/_native_avx512.c src/subnetscope/_native.h
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"

@@ -19,7 +19,11 @@ setup(
     ext_modules=[
         Extension(
             "subnetscope._native",
-            sources=["src/subnetscope/_native.c", "src/subnetscope/_native_delta.c"],
+            sources=[
+                "src/subnetscope/_native.c",
+                "src/subnetscope/_native_delta.c",
+                "src/subnetscope/_native_avx512.c",
+            ],
             depends=["src/subnetscope/_native.h"],
             extra_compile_args=FLAGS,
             optional=True,

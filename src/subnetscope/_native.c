@@ -181,7 +181,7 @@ DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
  * definition, so le[k] is T rounded down to float32 and amb[k] is NaN (never equal). Bit-identical
  * elements get d32 = -1, below every threshold and never undecided.
  */
-#define BLK 2048
+#define BLK SS_BLK
 
 #define DEF_COUNT4F(NAME, T, DEC32, SLOW)                                                                 \
     SS_CLONES static void NAME(const T *restrict a, const T *restrict b, int64_t n,                      \
@@ -563,7 +563,7 @@ SS_EXPORT int ss_fp8_dequant(const uint8_t *a, const uint8_t *b, int64_t n, int 
 }
 
 /* bumped whenever an exported signature changes; native.py refuses a library built from other sources */
-SS_EXPORT int ss_abi_version(void) { return 6; }
+SS_EXPORT int ss_abi_version(void) { return 7; }
 
 /* split counts of a finished state array: final, final bits, ever changed or final, bits ever differed or
  * final bits */
@@ -586,20 +586,38 @@ SS_CLONES static void series_split(const uint16_t *restrict st, int64_t n, int64
     }
 }
 
+static int use_avx512 = 0;
+
+/* 1: run the AVX-512 bf16 series kernel when the CPU has it (native.py's default), 0: the plain C loops
+ * only. Returns whether the AVX-512 kernel is now in use. */
+SS_EXPORT int ss_set_avx512(int on) {
+    use_avx512 = on && ss_avx512_ok();
+    return use_avx512;
+}
+
 /* A whole series chunk, block by block so that a block of every row and its state stay in L1 across the
  * steps: rows[0] is INIT, rows[1..nsteps] the checkpoints, rows[fin] the final one (all of one dtype, n
- * elements). out (nsteps x 8) and split4 get the counts of series_kernels.series_chunk. */
+ * elements). out (nsteps x 8) and split4 get the counts of series_kernels.series_chunk. Full bf16
+ * blocks go to the AVX-512 kernel when it is in use (up to 1024 steps). */
 SS_EXPORT int ss_series_chunk(const void *const *rows, int nsteps, int fin, int64_t n, int code, int ref,
                               int fast, const float *lut32, const double *lut, float le, float amb,
                               double thr, int64_t *out, int64_t *split4) {
     static const int64_t width[] = {2, 2, 1, 4, 8, 1, 1};
-    if (code < 0 || code > 6) return -1;
+    if (code < 0 || code > 6 || nsteps < 1 || fin < 1) return -1;
     const int64_t w = width[code];
     uint16_t st[BLK];
     int64_t scratch[8];
+    const int simd = use_avx512 && fast && code == 0 && nsteps <= 1024 && fin <= 1024;
+    const uint16_t *brows[1025];
+    int64_t counts[8 * 1024];
     for (int64_t s = 0; s < n; s += BLK) {
         const int64_t m = n - s < BLK ? n - s : BLK;
 #define ROW(r) ((const void *)((const char *)rows[r] + s * w))
+        if (simd && m == BLK) {
+            const int top = nsteps > fin ? nsteps : fin;
+            for (int r = 0; r <= top; r++) brows[r] = (const uint16_t *)ROW(r);
+            if (ss_series_block_bf16(brows, nsteps, fin, le, amb, counts, out, split4) == 0) continue;
+        }
         memset(st, 0, sizeof st);
         /* the final checkpoint: "changed" lands in bit 2 and "bits differ" in bit 3; moved to bits 0, 1 */
         series_step(ROW(0), ROW(0), ROW(fin), m, code, ref, fast, 1, lut32, lut, le, amb, thr, st, scratch);

@@ -20,4 +20,12 @@
 #define SS_EXPORT __attribute__((visibility("default")))
 #endif
 
+/* elements per block: the float32 kernels decide (or recount in float64) a block at a time */
+#define SS_BLK 2048
+
+/* the AVX-512 series kernel for bf16 (_native_avx512.c); ss_avx512_ok says whether this CPU can run it */
+int ss_avx512_ok(void);
+int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
+                         int64_t *counts, int64_t *out, int64_t *split4);
+
 #endif

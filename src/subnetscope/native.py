@@ -11,7 +11,9 @@ differences are taken in float32 where that decides the comparison exactly, and 
 (see the comment in ``_native.c``).
 
 ``AVAILABLE`` is false when the extension was not built (no C compiler at install time) or when
-``SUBNETSCOPE_NO_NATIVE=1``; callers then use numba.
+``SUBNETSCOPE_NO_NATIVE=1``; callers then use numba. On a CPU with AVX-512 the series kernel for bf16 runs
+a hand-vectorised variant (``_native_avx512.c``); ``SUBNETSCOPE_NO_AVX512=1`` or :func:`set_avx512` turns
+it off (tests run both).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
 
 #: must equal ``ss_abi_version()`` of the compiled library
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 #: decode code of a dtype in the C kernels (see ``_native.c``)
 _CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 5, "F8_E5M2": 6, "F32": 3, "F64": 4}
@@ -63,6 +65,8 @@ def _load() -> Any:
         fn.argtypes, fn.restype = args, _I64
     lib.ss_fp8_dequant.argtypes = [_P, _P, _I64, _INT, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _P, _P]
     lib.ss_series_chunk.argtypes = [_P, _INT, _INT, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P, _P]
+    lib.ss_set_avx512.argtypes, lib.ss_set_avx512.restype = [_INT], _INT
+    lib.ss_set_avx512(int(os.environ.get("SUBNETSCOPE_NO_AVX512", "").strip() in ("", "0")))
     return lib
 
 
@@ -71,6 +75,12 @@ AVAILABLE = _LIB is not None
 
 _DUMMY_F32 = np.zeros(1, dtype=np.float32)
 _DUMMY_F64 = np.zeros(1, dtype=np.float64)
+
+
+def set_avx512(on: bool) -> bool:
+    """Use (``True``, the default when the CPU has AVX-512) or not the AVX-512 series kernel for bf16;
+    returns whether it is now in use (``False`` on a CPU without AVX-512 or without the extension)."""
+    return bool(_LIB.ss_set_avx512(int(on))) if _LIB is not None else False
 
 
 def supports(dtype: DType) -> bool:

@@ -107,8 +107,9 @@ def _load_index(index: Path, ref: str, read: Callable[[Path], SafetensorsHeader]
         if shard not in shard_names:
             shard_names.append(shard)
     headers: list[SafetensorsHeader] = []
+    resolved: dict[str, Path] = {}
     for shard in shard_names:
-        sp = (root / shard).resolve()
+        sp = resolved[shard] = (root / shard).resolve()
         if os.path.isabs(shard) or (root_res != sp.parent and root_res not in sp.parents):
             raise CheckpointFormatError(
                 f"{index}: shard {shard!r} points outside the checkpoint directory",
@@ -128,7 +129,7 @@ def _load_index(index: Path, ref: str, read: Callable[[Path], SafetensorsHeader]
                 f"{index}: names tensor {tensor!r} in {shard}, but that shard does not contain it",
                 "the index and the shards disagree: re-download the checkpoint or regenerate the index",
             )
-        if info.path.resolve() != (root / shard).resolve():
+        if info.path != resolved[shard]:
             raise CheckpointFormatError(
                 f"{index}: puts tensor {tensor!r} in {shard}, but it is in {info.path.name}",
                 "regenerate the index",

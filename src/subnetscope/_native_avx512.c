@@ -1,0 +1,147 @@
+/*
+ * The series kernel for bf16 written with AVX-512 intrinsics (see ss_series_chunk in _native.c, which
+ * calls it for every full block of bf16 elements when the CPU has AVX-512 BW and falls back on the plain
+ * C loops otherwise, or for a block this kernel cannot decide).
+ *
+ * Why intrinsics: GCC vectorises the plain loop with a uint16 state word per element and eight vector
+ * counters, which costs about 0.6 ns per element and step; here the state is four bit planes (one bit per
+ * element) and the counts are popcounts of the comparison masks, about 5x less work.
+ *
+ * A zmm register holds 32 bf16 values. Seen as 16 uint32 lanes, lane j holds elements 2j (low half) and
+ * 2j + 1 (high half): x << 16 is the float32 of the even elements and x & 0xFFFF0000 that of the odd ones,
+ * two instructions per register and no shuffles. The masks of a 32-element group are then ordered "even
+ * lanes, then odd lanes", the same for every row, so the planes of all steps line up.
+ *
+ * Exactly as the float32 loops of _native.c: an element changed when bits differ and !(d <= le), where d =
+ * |x - a| in float32; a block where some d equals amb (the float32 tolerance itself, undecided in float32)
+ * is left to the caller, which recounts it in float64.
+ */
+#include "_native.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,popcnt")))
+
+int ss_avx512_ok(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq");
+}
+
+/* the even and odd float32 views of 32 bf16 values */
+#define LOAD(ptr, E, O)                                                                                    \
+    do {                                                                                                 \
+        const __m512i v_ = _mm512_loadu_si512((const void *)(ptr));                                      \
+        E = _mm512_slli_epi32(v_, 16);                                                                   \
+        O = _mm512_and_si512(v_, hi);                                                                    \
+    } while (0)
+
+/* changed and "bits differ" masks of one 16-lane half; und collects the undecided lanes */
+static inline AVX512 __mmask16 half(__m512i a, __m512i x, __m512 le, __m512 amb, __mmask16 *differ,
+                                    __mmask16 *und) {
+    const __mmask16 nd = _mm512_cmpneq_epi32_mask(a, x);
+    const __m512 d = _mm512_abs_ps(_mm512_sub_ps(_mm512_castsi512_ps(x), _mm512_castsi512_ps(a)));
+    *und = _kor_mask16(*und, _mm512_mask_cmp_ps_mask(nd, d, amb, _CMP_EQ_OQ));
+    *differ = nd;
+    return _mm512_mask_cmp_ps_mask(nd, d, le, _CMP_NLE_UQ);
+}
+
+/* changed and "bits differ" masks of 64 elements (two registers of each row), bit i of a 32-bit half being
+ * element 2i (i < 16) or 2(i - 16) + 1 of that half's 32 elements */
+static inline AVX512 uint64_t cmp64(const uint16_t *a, const uint16_t *x, __m512 le, __m512 amb,
+                                    uint64_t *differ, __mmask16 *und) {
+    const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
+    __m512i ae, ao, xe, xo;
+    __mmask16 c[4], d[4];
+    for (int h = 0; h < 2; h++) {
+        LOAD(a + 32 * h, ae, ao);
+        LOAD(x + 32 * h, xe, xo);
+        c[2 * h] = half(ae, xe, le, amb, &d[2 * h], und);
+        c[2 * h + 1] = half(ao, xo, le, amb, &d[2 * h + 1], und);
+    }
+    const __mmask32 c0 = _mm512_kunpackw(c[1], c[0]), c1 = _mm512_kunpackw(c[3], c[2]);
+    const __mmask32 d0 = _mm512_kunpackw(d[1], d[0]), d1 = _mm512_kunpackw(d[3], d[2]);
+    *differ = _cvtmask64_u64(_mm512_kunpackd(d1, d0));
+    return _cvtmask64_u64(_mm512_kunpackd(c1, c0));
+}
+
+#define WORDS (SS_BLK / 64)
+
+int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
+                         int64_t *counts, int64_t *out, int64_t *split4) AVX512;
+
+/* One full block (SS_BLK elements at rows[r]); counts is scratch for nsteps x 8 counters. Adds to out and
+ * split4 and returns 0, or returns 1 having added nothing when some difference is undecided in float32. */
+int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
+                         int64_t *counts, int64_t *out, int64_t *split4) {
+    uint64_t F[WORDS], FB[WORDS], E[WORDS], EB[WORDS];
+    const __m512 le = _mm512_set1_ps(lef), amb = _mm512_set1_ps(ambf);
+    __mmask16 und = 0;
+    const uint16_t *a = rows[0];
+    for (int g = 0; g < WORDS; g++) {
+        F[g] = cmp64(a + 64 * g, rows[fin] + 64 * g, le, amb, &FB[g], &und);
+        E[g] = 0;
+        EB[g] = 0;
+    }
+    for (int k = 1; k <= nsteps; k++) {
+        const uint16_t *p = rows[k - 1], *x = rows[k];
+        int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
+        for (int g = 0; g < WORDS; g++) {
+            uint64_t ci, di, cp, dp; /* changed and bits differ, vs INIT and vs the previous checkpoint */
+            if (k == fin) {
+                ci = F[g];
+                di = FB[g];
+            } else {
+                ci = cmp64(a + 64 * g, x + 64 * g, le, amb, &di, &und);
+            }
+            if (k == 1) {
+                cp = ci;
+                dp = di;
+            } else {
+                cp = cmp64(p + 64 * g, x + 64 * g, le, amb, &dp, &und);
+            }
+            const uint64_t nf = ~F[g];
+            E[g] |= ci;
+            EB[g] |= di;
+            c0 += __builtin_popcountll(ci);
+            c1 += __builtin_popcountll(di);
+            c2 += __builtin_popcountll(cp);
+            c3 += __builtin_popcountll(dp);
+            c4 += __builtin_popcountll(ci & nf);
+            c5 += __builtin_popcountll(cp & nf);
+            c6 += __builtin_popcountll(E[g]);
+            c7 += __builtin_popcountll(EB[g]);
+        }
+        int64_t *c = counts + 8 * (k - 1);
+        c[0] = c0;
+        c[1] = SS_BLK - c1; /* identical to INIT */
+        c[2] = c2;
+        c[3] = SS_BLK - c3; /* identical to the previous checkpoint */
+        c[4] = c4;
+        c[5] = c5;
+        c[6] = c6;
+        c[7] = c7;
+    }
+    if (und) return 1;
+    for (int i = 0; i < 8 * nsteps; i++) out[i] += counts[i];
+    for (int g = 0; g < WORDS; g++) {
+        split4[0] += __builtin_popcountll(F[g]);
+        split4[1] += __builtin_popcountll(FB[g]);
+        split4[2] += __builtin_popcountll(E[g] | F[g]);
+        split4[3] += __builtin_popcountll(EB[g] | FB[g]);
+    }
+    return 0;
+}
+
+#else /* no AVX-512 kernel on this compiler or architecture */
+
+int ss_avx512_ok(void) { return 0; }
+
+int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
+                         int64_t *counts, int64_t *out, int64_t *split4) {
+    (void)rows, (void)nsteps, (void)fin, (void)lef, (void)ambf, (void)counts, (void)out, (void)split4;
+    return 1;
+}
+
+#endif
