@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from subnetscope import native
 from subnetscope.delta import kernels
 from subnetscope.delta.encode import encode_chunk
 from subnetscope.delta.varint import varint_encode
@@ -47,6 +48,28 @@ def test_diff_pack_and_scatter_match_the_oracle(backend, n, width, density, seed
         out = a.copy()
         assert scatter(out, blob, values[:k].copy(), backend) == k
         np.testing.assert_array_equal(out, b)
+
+
+@pytest.mark.skipif(not native.AVAILABLE, reason="C extension not built")
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 700), st.sampled_from([1, 2, 4, 8]), st.floats(0, 1), st.integers(0, 2**32 - 1))
+def test_diff_pack_with_and_without_avx512(n, width, density, seed):
+    """The AVX-512 gather (full registers, then a masked tail) and the plain C loop both equal the oracle,
+    and neither writes past the bitmap's (n + 7) // 8 bytes."""
+    a, b = _pair(n, width, density, seed)
+    want = a != b
+    try:
+        for on in (True, False):
+            native.set_avx512(on)
+            bitmap = np.full((n + 7) // 8 + 8, 0xA5, dtype=np.uint8)
+            values = np.zeros(n, dtype=b.dtype)
+            k = native.diff_pack(a, b, bitmap, values)
+            assert k == int(want.sum())
+            assert np.array_equal(values[:k], b[want])
+            assert np.array_equal(bitmap[: (n + 7) // 8], np.packbits(want, bitorder="little"))
+            assert (bitmap[(n + 7) // 8 :] == 0xA5).all()
+    finally:
+        native.set_avx512(True)
 
 
 @pytest.mark.parametrize("backend", MODES)

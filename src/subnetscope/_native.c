@@ -586,13 +586,11 @@ SS_CLONES static void series_split(const uint16_t *restrict st, int64_t n, int64
     }
 }
 
-static int use_avx512 = 0;
-
-/* 1: run the AVX-512 bf16 series kernel when the CPU has it (native.py's default), 0: the plain C loops
- * only. Returns whether the AVX-512 kernel is now in use. */
+/* 1: run the AVX-512 kernels the CPU can run (native.py's default), 0: the plain C loops only. Returns
+ * ss_simd_level: 0 none, 1 the series kernel, 2 the delta gather as well (it needs VBMI2). */
 SS_EXPORT int ss_set_avx512(int on) {
-    use_avx512 = on && ss_avx512_ok();
-    return use_avx512;
+    ss_simd_level = on ? ss_simd_detect() : 0;
+    return ss_simd_level;
 }
 
 /* A whole series chunk, block by block so that a block of every row and its state stay in L1 across the
@@ -607,7 +605,7 @@ SS_EXPORT int ss_series_chunk(const void *const *rows, int nsteps, int fin, int6
     const int64_t w = width[code];
     uint16_t st[BLK];
     int64_t scratch[8];
-    const int simd = use_avx512 && fast && code == 0 && nsteps <= 1024 && fin <= 1024;
+    const int simd = ss_simd_level >= 1 && fast && code == 0 && nsteps <= 1024 && fin <= 1024;
     const uint16_t *brows[1025];
     int64_t counts[8 * 1024];
     for (int64_t s = 0; s < n; s += BLK) {

@@ -23,8 +23,14 @@
 /* elements per block: the float32 kernels decide (or recount in float64) a block at a time */
 #define SS_BLK 2048
 
-/* the AVX-512 series kernel for bf16 (_native_avx512.c); ss_avx512_ok says whether this CPU can run it */
-int ss_avx512_ok(void);
+/* The AVX-512 kernels (_native_avx512.c). ss_simd_detect: 0 no AVX-512 (F, BW, DQ), 1 AVX-512, 2 with
+ * VBMI2 as well; ss_simd_level is what the kernels may use (set by ss_set_avx512 in _native.c). */
+extern int ss_simd_level;
+int ss_simd_detect(void);
+int64_t ss_diff_pack1_avx512(const uint8_t *a, const uint8_t *b, int64_t n, uint8_t *bitmap, uint8_t *values);
+int64_t ss_diff_pack2_avx512(const uint16_t *a, const uint16_t *b, int64_t n, uint8_t *bitmap, uint16_t *values);
+int64_t ss_diff_pack4_avx512(const uint32_t *a, const uint32_t *b, int64_t n, uint8_t *bitmap, uint32_t *values);
+int64_t ss_diff_pack8_avx512(const uint64_t *a, const uint64_t *b, int64_t n, uint8_t *bitmap, uint64_t *values);
 int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
                          int64_t *counts, int64_t *out, int64_t *split4);
 

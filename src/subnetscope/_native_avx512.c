@@ -22,11 +22,16 @@
 #include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,popcnt")))
+#define AVX512_VBMI2 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vbmi2,popcnt")))
 
-int ss_avx512_ok(void) {
+int ss_simd_level = 0;
+
+int ss_simd_detect(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq");
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512dq")))
+        return 0;
+    return __builtin_cpu_supports("avx512vbmi2") ? 2 : 1;
 }
 
 /* the even and odd float32 views of 32 bf16 values */
@@ -134,14 +139,63 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * delta export's gather (see diff_pack in _native_delta.c): the bitmap of a != b, 8 elements per byte in
+ * little bit order, and the values of b where they differ, in order; returns how many. The comparison
+ * mask of a register is its bitmap as it stands, and VPCOMPRESS packs the values. values holds n elements:
+ * a full register is stored at values + k with k <= i, so it never passes values + n. */
+#define DEF_PACK(W, T, LANES, MASK, SUF)                                                                   \
+    int64_t ss_diff_pack##W##_avx512(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values)       \
+        AVX512_VBMI2;                                                                                    \
+    int64_t ss_diff_pack##W##_avx512(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values) {     \
+        int64_t k = 0, i = 0;                                                                            \
+        for (; i + LANES <= n; i += LANES) {                                                             \
+            const __m512i va = _mm512_loadu_si512((const void *)(a + i));                                \
+            const __m512i vb = _mm512_loadu_si512((const void *)(b + i));                                \
+            const MASK m = _mm512_cmpneq_##SUF##_mask(va, vb);                                           \
+            memcpy(bitmap + i / 8, &m, LANES / 8);                                                       \
+            _mm512_storeu_si512((void *)(values + k), _mm512_maskz_compress_##SUF(m, vb));               \
+            k += __builtin_popcountll((uint64_t)m);                                                      \
+        }                                                                                                \
+        if (i < n) {                                                                                     \
+            const MASK t = (MASK)((1ull << (n - i)) - 1);                                                \
+            const __m512i va = _mm512_maskz_loadu_##SUF(t, (const void *)(a + i));                      \
+            const __m512i vb = _mm512_maskz_loadu_##SUF(t, (const void *)(b + i));                      \
+            const MASK m = _mm512_mask_cmpneq_##SUF##_mask(t, va, vb);                                   \
+            memcpy(bitmap + i / 8, &m, (size_t)(n - i + 7) / 8);                                         \
+            const int c = __builtin_popcountll((uint64_t)m);                                             \
+            _mm512_mask_storeu_##SUF((void *)(values + k), (MASK)((1ull << c) - 1),                       \
+                                     _mm512_maskz_compress_##SUF(m, vb));                                \
+            k += c;                                                                                      \
+        }                                                                                                \
+        return k;                                                                                        \
+    }
+
+DEF_PACK(1, uint8_t, 64, __mmask64, epi8)
+DEF_PACK(2, uint16_t, 32, __mmask32, epi16)
+DEF_PACK(4, uint32_t, 16, __mmask16, epi32)
+DEF_PACK(8, uint64_t, 8, __mmask8, epi64)
+
 #else /* no AVX-512 kernel on this compiler or architecture */
 
-int ss_avx512_ok(void) { return 0; }
+int ss_simd_level = 0;
+
+int ss_simd_detect(void) { return 0; }
 
 int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
                          int64_t *counts, int64_t *out, int64_t *split4) {
     (void)rows, (void)nsteps, (void)fin, (void)lef, (void)ambf, (void)counts, (void)out, (void)split4;
     return 1;
 }
+
+#define DEF_PACK(W, T)                                                                                     \
+    int64_t ss_diff_pack##W##_avx512(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values) {     \
+        (void)a, (void)b, (void)n, (void)bitmap, (void)values;                                           \
+        return -1;                                                                                       \
+    }
+DEF_PACK(1, uint8_t)
+DEF_PACK(2, uint16_t)
+DEF_PACK(4, uint32_t)
+DEF_PACK(8, uint64_t)
 
 #endif

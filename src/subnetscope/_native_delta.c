@@ -127,6 +127,15 @@ DEF_DELTA(8, uint64_t)
 
 SS_EXPORT int64_t ss_diff_pack(const void *a, const void *b, int64_t n, int width, uint8_t *bitmap,
                                void *values) {
+    if (ss_simd_level >= 2) {
+        switch (width) {
+        case 1: return ss_diff_pack1_avx512(a, b, n, bitmap, values);
+        case 2: return ss_diff_pack2_avx512(a, b, n, bitmap, values);
+        case 4: return ss_diff_pack4_avx512(a, b, n, bitmap, values);
+        case 8: return ss_diff_pack8_avx512(a, b, n, bitmap, values);
+        default: return -100;
+        }
+    }
     BY_WIDTH(diff_pack, width, a, b, n, bitmap, values)
 }
 

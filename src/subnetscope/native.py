@@ -11,9 +11,9 @@ differences are taken in float32 where that decides the comparison exactly, and 
 (see the comment in ``_native.c``).
 
 ``AVAILABLE`` is false when the extension was not built (no C compiler at install time) or when
-``SUBNETSCOPE_NO_NATIVE=1``; callers then use numba. On a CPU with AVX-512 the series kernel for bf16 runs
-a hand-vectorised variant (``_native_avx512.c``); ``SUBNETSCOPE_NO_AVX512=1`` or :func:`set_avx512` turns
-it off (tests run both).
+``SUBNETSCOPE_NO_NATIVE=1``; callers then use numba. On a CPU with AVX-512 the series kernel for bf16 and the
+delta gather run hand-vectorised variants (``_native_avx512.c``); ``SUBNETSCOPE_NO_AVX512=1`` or
+:func:`set_avx512` turns them off (tests run both).
 """
 
 from __future__ import annotations
@@ -77,10 +77,11 @@ _DUMMY_F32 = np.zeros(1, dtype=np.float32)
 _DUMMY_F64 = np.zeros(1, dtype=np.float64)
 
 
-def set_avx512(on: bool) -> bool:
-    """Use (``True``, the default when the CPU has AVX-512) or not the AVX-512 series kernel for bf16;
-    returns whether it is now in use (``False`` on a CPU without AVX-512 or without the extension)."""
-    return bool(_LIB.ss_set_avx512(int(on))) if _LIB is not None else False
+def set_avx512(on: bool) -> int:
+    """Use (``True``, the default) or not the AVX-512 kernels this CPU can run; returns what is now in use:
+    0 none (no AVX-512, no extension, or ``on`` false), 1 the bf16 series kernel, 2 that and the delta
+    gather (which needs AVX-512 VBMI2)."""
+    return int(_LIB.ss_set_avx512(int(on))) if _LIB is not None else 0
 
 
 def supports(dtype: DType) -> bool:
