@@ -143,7 +143,7 @@ def _pack_values(values: np.ndarray, level: int) -> tuple[str, bytes]:
     raw = values.tobytes()
     if len(raw) < 64:
         return "raw", raw
-    c = _compressor(level).compress(memoryview(_planes(values)))
+    c = _compressor(level).compress(_planes(values).data)
     if len(c) <= MIN_SAVING * len(raw):
         return "zstd", c
     return "raw", raw
