@@ -7,6 +7,9 @@ its block back to the float64 recount.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -73,9 +76,17 @@ def _cpu_level() -> int:
 
 
 def test_the_kernels_are_used_where_the_cpu_has_them():
-    assert native.set_avx512(True) == _cpu_level()
-    assert native.set_avx512(False) == 0
+    assert native.avx512_level() == native.set_avx512(True) == _cpu_level()
+    assert native.set_avx512(False) == native.avx512_level() == 0
     native.set_avx512(True)
+
+
+@pytest.mark.parametrize("value,want_off", [("1", True), ("0", False), ("", False)])
+def test_the_environment_turns_them_off(value, want_off):
+    code = "from subnetscope import native; print(native.avx512_level())"
+    env = dict(os.environ, SUBNETSCOPE_NO_AVX512=value)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout) == (0 if want_off else _cpu_level())
 
 
 @pytest.mark.parametrize("tol", [0.0, 1e-5, 3e-3])

@@ -84,6 +84,11 @@ def set_avx512(on: bool) -> int:
     return int(_LIB.ss_set_avx512(int(on))) if _LIB is not None else 0
 
 
+def avx512_level() -> int:
+    """What :func:`set_avx512` (or ``SUBNETSCOPE_NO_AVX512=1`` at import) left in use: 0, 1 or 2."""
+    return int(ctypes.c_int.in_dll(_LIB, "ss_simd_level").value) if _LIB is not None else 0
+
+
 def supports(dtype: DType) -> bool:
     """Whether the C kernels handle this dtype (every float dtype of :mod:`subnetscope.dtypes`)."""
     return dtype.code in _CODES
