@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -54,8 +56,9 @@ def test_diff_pack_and_scatter_match_the_oracle(backend, n, width, density, seed
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 700), st.sampled_from([1, 2, 4, 8]), st.floats(0, 1), st.integers(0, 2**32 - 1))
 def test_diff_pack_with_and_without_avx512(n, width, density, seed):
-    """The AVX-512 gather (full registers, then a masked tail) and the plain C loop both equal the oracle,
-    and neither writes past the bitmap's (n + 7) // 8 bytes."""
+    """The AVX-512 gather and scatter (full registers, then a masked tail) and the plain C loops both equal
+    the oracle; the gather writes nothing past the bitmap's (n + 7) // 8 bytes, and the scatter refuses a
+    bitmap with more set bits than values."""
     a, b = _pair(n, width, density, seed)
     want = a != b
     try:
@@ -68,6 +71,17 @@ def test_diff_pack_with_and_without_avx512(n, width, density, seed):
             assert np.array_equal(values[:k], b[want])
             assert np.array_equal(bitmap[: (n + 7) // 8], np.packbits(want, bitorder="little"))
             assert (bitmap[(n + 7) // 8 :] == 0xA5).all()
+            if k:  # and back: the scatter (AVX-512 VPEXPAND, or the set-bit loop) rebuilds b from a
+                out = np.concatenate([a, np.full(3, 7, a.dtype)])[:n]  # writable, own memory
+                assert native.scatter_bitmap(out, bitmap, values[:k].copy()) == k
+                assert np.array_equal(out, b)
+                assert native.scatter_bitmap(a.copy(), bitmap, values[: k - 1].copy()) == kernels.ERR_VALUES
+                if n % 8:  # stray bits past n in the last byte do not count and write nothing
+                    stray = bitmap.copy()
+                    stray[(n - 1) // 8] |= 0xFF ^ ((1 << (n % 8)) - 1)
+                    out = a.copy()
+                    assert native.scatter_bitmap(out, stray, values[:k].copy()) == k
+                    assert np.array_equal(out, b)
     finally:
         native.set_avx512(True)
 
@@ -102,3 +116,39 @@ def test_c_scatter_refuses_a_read_only_target():
     out.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         kernels.scatter_bitmap(out, np.full(2, 0xFF, np.uint8), np.ones(16, np.uint16), "native")
+
+
+def _before_guard_page(values: np.ndarray) -> tuple[np.ndarray, object]:
+    """A copy of ``values`` that ends where an unreadable page begins: reading past it faults."""
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    buf = mmap.mmap(-1, 2 * page)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(addr + page), ctypes.c_size_t(page), 0) == 0  # PROT_NONE
+    out = np.frombuffer(buf, values.dtype, count=values.shape[0], offset=page - values.nbytes)
+    out[:] = values
+    return out, buf
+
+
+@pytest.mark.skipif(not native.AVAILABLE or sys.platform != "linux", reason="C extension on Linux")
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_scatter_reads_no_value_past_the_last(on, width):
+    """Stray bits past n in the bitmap's last byte must not make the scatter read more values (here the
+    values end at an unreadable page, so such a read would crash the test)."""
+    n = 8 * 37 + 3
+    a, b = _pair(n, width, 0.5, 11)
+    bitmap = np.packbits(a != b, bitorder="little")
+    bitmap[-1] |= 0xF8  # bits 3..7 of the last byte lie past n
+    vals, keep = _before_guard_page(b[a != b])
+    try:
+        native.set_avx512(on)
+        out = a.copy()
+        assert native.scatter_bitmap(out, bitmap, vals) == int((a != b).sum())
+        assert np.array_equal(out, b)
+    finally:
+        native.set_avx512(True)
+    del vals, keep

@@ -31,6 +31,10 @@ int64_t ss_diff_pack1_avx512(const uint8_t *a, const uint8_t *b, int64_t n, uint
 int64_t ss_diff_pack2_avx512(const uint16_t *a, const uint16_t *b, int64_t n, uint8_t *bitmap, uint16_t *values);
 int64_t ss_diff_pack4_avx512(const uint32_t *a, const uint32_t *b, int64_t n, uint8_t *bitmap, uint32_t *values);
 int64_t ss_diff_pack8_avx512(const uint64_t *a, const uint64_t *b, int64_t n, uint8_t *bitmap, uint64_t *values);
+int64_t ss_scatter_bitmap1_avx512(uint8_t *out, int64_t n, const uint8_t *bitmap, const uint8_t *values, int64_t m);
+int64_t ss_scatter_bitmap2_avx512(uint16_t *out, int64_t n, const uint8_t *bitmap, const uint16_t *values, int64_t m);
+int64_t ss_scatter_bitmap4_avx512(uint32_t *out, int64_t n, const uint8_t *bitmap, const uint32_t *values, int64_t m);
+int64_t ss_scatter_bitmap8_avx512(uint64_t *out, int64_t n, const uint8_t *bitmap, const uint64_t *values, int64_t m);
 int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
                          int64_t *counts, int64_t *out, int64_t *split4);
 

@@ -176,6 +176,59 @@ DEF_PACK(2, uint16_t, 32, __mmask32, epi16)
 DEF_PACK(4, uint32_t, 16, __mmask16, epi32)
 DEF_PACK(8, uint64_t, 8, __mmask8, epi64)
 
+/* delta apply's scatter (see scatter_bitmap in _native_delta.c): out[bit i set] = values, in order. The
+ * same validation first (n elements, m values: the set bits below n must be at most m, and m > 0), the same
+ * result (the number of set bits, or -1). Then VPEXPAND places the next values of a register at its set
+ * lanes; masked loads never touch values past the ones a register uses, nor out past n. */
+#define DEF_SCATTER(W, T, LANES, MASK, SUF)                                                                \
+    int64_t ss_scatter_bitmap##W##_avx512(T *out, int64_t n, const uint8_t *bitmap, const T *values,      \
+                                          int64_t m) AVX512_VBMI2;                                         \
+    int64_t ss_scatter_bitmap##W##_avx512(T *out, int64_t n, const uint8_t *bitmap, const T *values,      \
+                                          int64_t m) {                                                     \
+        if (m == 0) return -1;                                                                           \
+        const int64_t full = n / 64, nbytes = (n + 7) / 8;                                               \
+        int64_t k = 0;                                                                                   \
+        for (int64_t j = 0; j < full; j++) {                                                             \
+            uint64_t x;                                                                                  \
+            memcpy(&x, bitmap + 8 * j, 8);                                                               \
+            k += __builtin_popcountll(x);                                                                \
+        }                                                                                                \
+        for (int64_t j = 8 * full; j < nbytes; j++) {                                                    \
+            const int64_t left = n - 8 * j;                                                              \
+            k += __builtin_popcount(bitmap[j] & (left >= 8 ? 0xFFu : (1u << left) - 1u));                \
+        }                                                                                                \
+        if (k > m) return -1;                                                                            \
+        int64_t w = 0, i = 0;                                                                            \
+        for (; i + LANES <= n; i += LANES) {                                                             \
+            MASK b;                                                                                      \
+            memcpy(&b, bitmap + i / 8, LANES / 8);                                                       \
+            if (!b) continue;                                                                            \
+            const int c = __builtin_popcountll((uint64_t)b);                                             \
+            const __m512i v = _mm512_maskz_loadu_##SUF((MASK)((2ull << (c - 1)) - 1), values + w);         \
+            const __m512i o = _mm512_loadu_si512((const void *)(out + i));                               \
+            _mm512_storeu_si512((void *)(out + i), _mm512_mask_expand_##SUF(o, b, v));                   \
+            w += c;                                                                                      \
+        }                                                                                                \
+        if (i < n) {                                                                                     \
+            const MASK t = (MASK)((1ull << (n - i)) - 1);                                                \
+            MASK b = 0;                                                                                  \
+            memcpy(&b, bitmap + i / 8, (size_t)(n - i + 7) / 8);                                         \
+            b &= t;                                                                                      \
+            const int c = __builtin_popcountll((uint64_t)b);                                             \
+            if (c) {                                                                                     \
+                const __m512i v = _mm512_maskz_loadu_##SUF((MASK)((2ull << (c - 1)) - 1), values + w);     \
+                const __m512i o = _mm512_maskz_loadu_##SUF(t, out + i);                                  \
+                _mm512_mask_storeu_##SUF(out + i, t, _mm512_mask_expand_##SUF(o, b, v));                 \
+            }                                                                                            \
+        }                                                                                                \
+        return k;                                                                                        \
+    }
+
+DEF_SCATTER(1, uint8_t, 64, __mmask64, epi8)
+DEF_SCATTER(2, uint16_t, 32, __mmask32, epi16)
+DEF_SCATTER(4, uint32_t, 16, __mmask16, epi32)
+DEF_SCATTER(8, uint64_t, 8, __mmask8, epi64)
+
 #else /* no AVX-512 kernel on this compiler or architecture */
 
 int ss_simd_level = 0;
@@ -197,5 +250,16 @@ DEF_PACK(1, uint8_t)
 DEF_PACK(2, uint16_t)
 DEF_PACK(4, uint32_t)
 DEF_PACK(8, uint64_t)
+
+#define DEF_SCATTER(W, T)                                                                                  \
+    int64_t ss_scatter_bitmap##W##_avx512(T *out, int64_t n, const uint8_t *bitmap, const T *values,      \
+                                          int64_t m) {                                                     \
+        (void)out, (void)n, (void)bitmap, (void)values, (void)m;                                         \
+        return -1;                                                                                       \
+    }
+DEF_SCATTER(1, uint8_t)
+DEF_SCATTER(2, uint16_t)
+DEF_SCATTER(4, uint32_t)
+DEF_SCATTER(8, uint64_t)
 
 #endif

@@ -141,6 +141,15 @@ SS_EXPORT int64_t ss_diff_pack(const void *a, const void *b, int64_t n, int widt
 
 SS_EXPORT int64_t ss_scatter_bitmap(void *out, int64_t n, int width, const uint8_t *bitmap,
                                     const void *values, int64_t m) {
+    if (ss_simd_level >= 2) {
+        switch (width) {
+        case 1: return ss_scatter_bitmap1_avx512(out, n, bitmap, values, m);
+        case 2: return ss_scatter_bitmap2_avx512(out, n, bitmap, values, m);
+        case 4: return ss_scatter_bitmap4_avx512(out, n, bitmap, values, m);
+        case 8: return ss_scatter_bitmap8_avx512(out, n, bitmap, values, m);
+        default: return -100;
+        }
+    }
     BY_WIDTH(scatter_bitmap, width, out, n, bitmap, values, m)
 }
 
