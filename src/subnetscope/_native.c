@@ -45,6 +45,23 @@ static inline double u64_f64(uint64_t x) {
 #define DEC_F32(x) u32_f32(x)
 #define DEC_F64(x) u64_f64(x)
 
+/* out[0..6] (ADD7) or out[0..7] (ADD8) += the counters of one loop */
+#define ADD7(out, c0, c1, c2, c3, c4, c5, c6)                                                              \
+    do {                                                                                                 \
+        (out)[0] += (c0);                                                                                \
+        (out)[1] += (c1);                                                                                \
+        (out)[2] += (c2);                                                                                \
+        (out)[3] += (c3);                                                                                \
+        (out)[4] += (c4);                                                                                \
+        (out)[5] += (c5);                                                                                \
+        (out)[6] += (c6);                                                                                \
+    } while (0)
+#define ADD8(out, c0, c1, c2, c3, c4, c5, c6, c7)                                                          \
+    do {                                                                                                 \
+        ADD7(out, c0, c1, c2, c3, c4, c5, c6);                                                           \
+        (out)[7] += (c7);                                                                                \
+    } while (0)
+
 /* |y - x|: exact (float64 difference) or reference (torch's float32 difference, then widened) */
 #define DIFF(REF, fx, fy) ((REF) ? (double)fabsf((float)(fy) - (float)(fx)) : fabs((double)(fy) - (double)(fx)))
 
@@ -72,13 +89,7 @@ static inline double u64_f64(uint64_t x) {
             c2 += d <= t2;                                                                               \
             c3 += d <= t3;                                                                               \
         }                                                                                                \
-        out[0] += c0;                                                                                    \
-        out[1] += c1;                                                                                    \
-        out[2] += c2;                                                                                    \
-        out[3] += c3;                                                                                    \
-        out[4] += id;                                                                                    \
-        out[5] += na;                                                                                    \
-        out[6] += nb;                                                                                    \
+        ADD7(out, c0, c1, c2, c3, id, na, nb);                                                           \
     }
 
 /* mask: bit i (little bit order) of out = "changed at tm" for element i */
@@ -142,14 +153,7 @@ static inline double u64_f64(uint64_t x) {
             c6 += (s >> 2) & 1;                                                                          \
             c7 += (s >> 3) & 1;                                                                          \
         }                                                                                                \
-        out[0] += c0;                                                                                    \
-        out[1] += c1;                                                                                    \
-        out[2] += c2;                                                                                    \
-        out[3] += c3;                                                                                    \
-        out[4] += c4;                                                                                    \
-        out[5] += c5;                                                                                    \
-        out[6] += c6;                                                                                    \
-        out[7] += c7;                                                                                    \
+        ADD8(out, c0, c1, c2, c3, c4, c5, c6, c7);                                                       \
     }
 
 #define DEF_ALL(SUFFIX, T, DEC)                                                                            \
@@ -213,13 +217,7 @@ DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
                 SLOW(x_, y_, m, lut, t, nfm, nfv, out);                                                  \
                 continue;                                                                                \
             }                                                                                            \
-            out[0] += c0;                                                                                \
-            out[1] += c1;                                                                                \
-            out[2] += c2;                                                                                \
-            out[3] += c3;                                                                                \
-            out[4] += id;                                                                                \
-            out[5] += na;                                                                                \
-            out[6] += nb;                                                                                \
+            ADD7(out, c0, c1, c2, c3, id, na, nb);                                                       \
         }                                                                                                \
     }
 
@@ -319,14 +317,7 @@ DEF_STEP(step_f64_x, uint64_t, DEC_F64, 0)
                 continue;                                                                                \
             }                                                                                            \
             memcpy(s_, tmp, (size_t)m * sizeof *tmp);                                                    \
-            out[0] += c0;                                                                                \
-            out[1] += c1;                                                                                \
-            out[2] += c2;                                                                                \
-            out[3] += c3;                                                                                \
-            out[4] += c4;                                                                                \
-            out[5] += c5;                                                                                \
-            out[6] += c6;                                                                                \
-            out[7] += c7;                                                                                \
+            ADD8(out, c0, c1, c2, c3, c4, c5, c6, c7);                                                   \
         }                                                                                                \
     }
 
@@ -488,13 +479,7 @@ static inline uint32_t bf16_rne(uint32_t u) {
             c2 += d <= t2;                                                                               \
             c3 += d <= t3;                                                                               \
         }                                                                                                \
-        out[0] += c0;                                                                                    \
-        out[1] += c1;                                                                                    \
-        out[2] += c2;                                                                                    \
-        out[3] += c3;                                                                                    \
-        out[4] += id;                                                                                    \
-        out[5] += na;                                                                                    \
-        out[6] += nb;                                                                                    \
+        ADD7(out, c0, c1, c2, c3, id, na, nb);                                                           \
     }                                                                                                    \
     SS_CLONES static void dq_ref_##SUFFIX(const uint8_t *restrict a, const uint8_t *restrict b, int64_t n,  \
                                           const float *restrict lut32, float f_a, float f_b,            \
@@ -516,13 +501,7 @@ static inline uint32_t bf16_rne(uint32_t u) {
             c2 += d <= t2;                                                                               \
             c3 += d <= t3;                                                                               \
         }                                                                                                \
-        out[0] += c0;                                                                                    \
-        out[1] += c1;                                                                                    \
-        out[2] += c2;                                                                                    \
-        out[3] += c3;                                                                                    \
-        out[4] += id;                                                                                    \
-        out[5] += na;                                                                                    \
-        out[6] += nb;                                                                                    \
+        ADD7(out, c0, c1, c2, c3, id, na, nb);                                                           \
     }
 
 DEF_DQ(lut, DEC32_LUT)

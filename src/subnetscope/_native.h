@@ -27,14 +27,17 @@
  * VBMI2 as well; ss_simd_level is what the kernels may use (set by ss_set_avx512 in _native.c). */
 extern int ss_simd_level;
 int ss_simd_detect(void);
-int64_t ss_diff_pack1_avx512(const uint8_t *a, const uint8_t *b, int64_t n, uint8_t *bitmap, uint8_t *values);
-int64_t ss_diff_pack2_avx512(const uint16_t *a, const uint16_t *b, int64_t n, uint8_t *bitmap, uint16_t *values);
-int64_t ss_diff_pack4_avx512(const uint32_t *a, const uint32_t *b, int64_t n, uint8_t *bitmap, uint32_t *values);
-int64_t ss_diff_pack8_avx512(const uint64_t *a, const uint64_t *b, int64_t n, uint8_t *bitmap, uint64_t *values);
-int64_t ss_scatter_bitmap1_avx512(uint8_t *out, int64_t n, const uint8_t *bitmap, const uint8_t *values, int64_t m);
-int64_t ss_scatter_bitmap2_avx512(uint16_t *out, int64_t n, const uint8_t *bitmap, const uint16_t *values, int64_t m);
-int64_t ss_scatter_bitmap4_avx512(uint32_t *out, int64_t n, const uint8_t *bitmap, const uint32_t *values, int64_t m);
-int64_t ss_scatter_bitmap8_avx512(uint64_t *out, int64_t n, const uint8_t *bitmap, const uint64_t *values, int64_t m);
+/* the element widths of the delta kernels: bytes, type, lanes of a zmm register, its mask type, and the
+ * suffix of the intrinsics */
+#define SS_WIDTHS(X)                                                                                       \
+    X(1, uint8_t, 64, __mmask64, epi8)                                                                   \
+    X(2, uint16_t, 32, __mmask32, epi16)                                                                 \
+    X(4, uint32_t, 16, __mmask16, epi32)                                                                 \
+    X(8, uint64_t, 8, __mmask8, epi64)
+#define SS_DECLARE_DELTA512(W, T, LANES, MASK, SUF)                                                        \
+    int64_t ss_diff_pack512_##W(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values);          \
+    int64_t ss_scatter_bitmap512_##W(T *out, int64_t n, const uint8_t *bitmap, const T *values, int64_t m);
+SS_WIDTHS(SS_DECLARE_DELTA512)
 int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
                          int64_t *counts, int64_t *out, int64_t *split4);
 

@@ -151,9 +151,9 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
  * mask of a register is its bitmap as it stands, and VPCOMPRESS packs the values. values holds n elements:
  * a full register is stored at values + k with k <= i, so it never passes values + n. */
 #define DEF_PACK(W, T, LANES, MASK, SUF)                                                                   \
-    int64_t ss_diff_pack##W##_avx512(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values)       \
+    int64_t ss_diff_pack512_##W(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values)       \
         AVX512_VBMI2;                                                                                    \
-    int64_t ss_diff_pack##W##_avx512(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values) {     \
+    int64_t ss_diff_pack512_##W(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values) {     \
         int64_t k = 0, i = 0;                                                                            \
         for (; i + LANES <= n; i += LANES) {                                                             \
             const __m512i va = _mm512_loadu_si512((const void *)(a + i));                                \
@@ -177,19 +177,16 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
         return k;                                                                                        \
     }
 
-DEF_PACK(1, uint8_t, 64, __mmask64, epi8)
-DEF_PACK(2, uint16_t, 32, __mmask32, epi16)
-DEF_PACK(4, uint32_t, 16, __mmask16, epi32)
-DEF_PACK(8, uint64_t, 8, __mmask8, epi64)
+SS_WIDTHS(DEF_PACK)
 
 /* delta apply's scatter (see scatter_bitmap in _native_delta.c): out[bit i set] = values, in order. The
  * same validation first (n elements, m values: the set bits below n must be at most m, and m > 0), the same
  * result (the number of set bits, or -1). Then VPEXPAND places the next values of a register at its set
  * lanes; masked loads never touch values past the ones a register uses, nor out past n. */
 #define DEF_SCATTER(W, T, LANES, MASK, SUF)                                                                \
-    int64_t ss_scatter_bitmap##W##_avx512(T *out, int64_t n, const uint8_t *bitmap, const T *values,      \
+    int64_t ss_scatter_bitmap512_##W(T *out, int64_t n, const uint8_t *bitmap, const T *values,      \
                                           int64_t m) AVX512_VBMI2;                                         \
-    int64_t ss_scatter_bitmap##W##_avx512(T *out, int64_t n, const uint8_t *bitmap, const T *values,      \
+    int64_t ss_scatter_bitmap512_##W(T *out, int64_t n, const uint8_t *bitmap, const T *values,      \
                                           int64_t m) {                                                     \
         if (m == 0) return -1;                                                                           \
         const int64_t full = n / 64, nbytes = (n + 7) / 8;                                               \
@@ -230,10 +227,7 @@ DEF_PACK(8, uint64_t, 8, __mmask8, epi64)
         return k;                                                                                        \
     }
 
-DEF_SCATTER(1, uint8_t, 64, __mmask64, epi8)
-DEF_SCATTER(2, uint16_t, 32, __mmask32, epi16)
-DEF_SCATTER(4, uint32_t, 16, __mmask16, epi32)
-DEF_SCATTER(8, uint64_t, 8, __mmask8, epi64)
+SS_WIDTHS(DEF_SCATTER)
 
 #else /* no AVX-512 kernel on this compiler or architecture */
 
@@ -247,25 +241,16 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
     return 1;
 }
 
-#define DEF_PACK(W, T)                                                                                     \
-    int64_t ss_diff_pack##W##_avx512(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values) {     \
+#define DEF_STUBS(W, T, LANES, MASK, SUF)                                                                  \
+    int64_t ss_diff_pack512_##W(const T *a, const T *b, int64_t n, uint8_t *bitmap, T *values) {         \
         (void)a, (void)b, (void)n, (void)bitmap, (void)values;                                           \
         return -1;                                                                                       \
-    }
-DEF_PACK(1, uint8_t)
-DEF_PACK(2, uint16_t)
-DEF_PACK(4, uint32_t)
-DEF_PACK(8, uint64_t)
-
-#define DEF_SCATTER(W, T)                                                                                  \
-    int64_t ss_scatter_bitmap##W##_avx512(T *out, int64_t n, const uint8_t *bitmap, const T *values,      \
-                                          int64_t m) {                                                     \
+    }                                                                                                    \
+    int64_t ss_scatter_bitmap512_##W(T *out, int64_t n, const uint8_t *bitmap, const T *values,         \
+                                     int64_t m) {                                                        \
         (void)out, (void)n, (void)bitmap, (void)values, (void)m;                                         \
         return -1;                                                                                       \
     }
-DEF_SCATTER(1, uint8_t)
-DEF_SCATTER(2, uint16_t)
-DEF_SCATTER(4, uint32_t)
-DEF_SCATTER(8, uint64_t)
+SS_WIDTHS(DEF_STUBS)
 
 #endif

@@ -127,29 +127,13 @@ DEF_DELTA(8, uint64_t)
 
 SS_EXPORT int64_t ss_diff_pack(const void *a, const void *b, int64_t n, int width, uint8_t *bitmap,
                                void *values) {
-    if (ss_simd_level >= 2) {
-        switch (width) {
-        case 1: return ss_diff_pack1_avx512(a, b, n, bitmap, values);
-        case 2: return ss_diff_pack2_avx512(a, b, n, bitmap, values);
-        case 4: return ss_diff_pack4_avx512(a, b, n, bitmap, values);
-        case 8: return ss_diff_pack8_avx512(a, b, n, bitmap, values);
-        default: return -100;
-        }
-    }
+    if (ss_simd_level >= 2) BY_WIDTH(ss_diff_pack512, width, a, b, n, bitmap, values)
     BY_WIDTH(diff_pack, width, a, b, n, bitmap, values)
 }
 
 SS_EXPORT int64_t ss_scatter_bitmap(void *out, int64_t n, int width, const uint8_t *bitmap,
                                     const void *values, int64_t m) {
-    if (ss_simd_level >= 2) {
-        switch (width) {
-        case 1: return ss_scatter_bitmap1_avx512(out, n, bitmap, values, m);
-        case 2: return ss_scatter_bitmap2_avx512(out, n, bitmap, values, m);
-        case 4: return ss_scatter_bitmap4_avx512(out, n, bitmap, values, m);
-        case 8: return ss_scatter_bitmap8_avx512(out, n, bitmap, values, m);
-        default: return -100;
-        }
-    }
+    if (ss_simd_level >= 2) BY_WIDTH(ss_scatter_bitmap512, width, out, n, bitmap, values, m)
     BY_WIDTH(scatter_bitmap, width, out, n, bitmap, values, m)
 }
 
