@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth import drop_caches
+from synth import cold_runs
 
 DATA = Path(__file__).parent / "_data"
 
@@ -137,12 +137,7 @@ def setup(args: argparse.Namespace) -> tuple[Path, Path, list[str], int, str, li
 def cold(args: argparse.Namespace) -> None:
     """Raw read and the command, each from an empty page cache (alternating, medians)."""
     base, target, shards, nbytes, _exe, cmd, env = setup(args)
-    raw, cli = [], []
-    for _ in range(args.repeats):
-        drop_caches()
-        raw.append(timed(["cat", *shards])[0])
-        drop_caches()
-        cli.append(timed(cmd, env)[0])
+    raw, cli = cold_runs(shards, cmd, env, args.repeats)
     a, b = statistics.median(raw), statistics.median(cli)
     print(f"pair: {base.name} / {target.name}: {len(shards)} shards, {nbytes / 1e9:.2f} GB, cold page cache")
     print(

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth import _bf16_bits, drop_caches, llama_shapes, write_st
+from synth import _bf16_bits, cold_runs, llama_shapes, write_st
 
 DATA = Path(__file__).parent / "_data"
 
@@ -134,12 +134,7 @@ def main() -> None:
         cmd += ["-j", str(args.jobs)]
     env = dict(os.environ, SUBNETSCOPE_NO_PROGRESS="1")
     if args.cold:
-        raw_c, cli_c = [], []
-        for _ in range(args.repeats):
-            drop_caches()
-            raw_c.append(timed(["cat", *files])[0])
-            drop_caches()
-            cli_c.append(timed(cmd, env)[0])
+        raw_c, cli_c = cold_runs(files, cmd, env, args.repeats)
         a, b = statistics.median(raw_c), statistics.median(cli_c)
         print(
             f"series: INIT + {args.steps} checkpoints, {len(files)} files, {nbytes / 1e9:.2f} GB, cold page cache"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,21 @@ def make_pair(
         (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
         (d / "config.json").write_text(json.dumps({"model_type": "llama"}))
     return bdir, tdir
+
+
+def cold_runs(
+    files: list[str], cmd: list[str], env: dict[str, str], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Wall seconds of ``cat FILES`` and of ``cmd``, alternating, each run from an empty page cache (root)."""
+    raw: list[float] = []
+    cli: list[float] = []
+    for _ in range(repeats):
+        for runs, c, e in ((raw, ["cat", *files], None), (cli, cmd, env)):
+            drop_caches()
+            t0 = time.perf_counter()
+            subprocess.run(c, stdout=subprocess.DEVNULL, env=e, check=True)
+            runs.append(time.perf_counter() - t0)
+    return raw, cli
 
 
 def drop_caches() -> None:
