@@ -175,6 +175,25 @@ def test_a_dead_series_worker_is_an_error_not_a_silent_gap():
         list(map_forked(die, [[1], [3]], 2, "series"))
 
 
+def test_forked_work_is_cut_into_contiguous_runs_of_equal_weight():
+    from subnetscope.forked import contiguous_groups
+
+    # a 1.5-chunk tensor after another: a round robin gave one worker every full chunk (1024 against 512)
+    weights = [1024, 512] * 6
+    items = list(range(len(weights)))
+    groups = contiguous_groups(items, weights, 4)
+    assert [x for g in groups for x in g] == items  # order kept, nothing lost or repeated
+    # each run ends at the first item that reaches the next quarter of 9216 (2304, 4608, 6912): 2560, 4608
+    # and 7168 are the cumulative weights there; a round robin would give 6144 and 3072 to two workers
+    assert [sum(weights[i] for i in g) for g in groups] == [2560, 2048, 2560, 2048]
+    # never an empty run: a run that reaches several eighths at once closes once
+    assert contiguous_groups([1, 2, 3], [1, 100, 1], 8) == [[1, 2], [3]]
+    assert contiguous_groups(["a", "b"], [5, 5], 1) == [["a", "b"]]
+    assert contiguous_groups([], [], 3) == []
+    with pytest.raises(ValueError, match="one weight per item"):
+        contiguous_groups([1, 2], [1], 2)
+
+
 def test_run_directory_is_expanded_in_step_order(run, tmp_path):
     rd = tmp_path / "trainer_out"
     for step, src in ((9, run["dirs"][1]), (10, run["dirs"][2]), (2, run["dirs"][3])):

@@ -57,6 +57,7 @@ import numpy as np
 
 from .engine import ChunkConsumer, MaskSink, PassOptions, default_jobs, run_pass
 from .errors import CheckpointFormatError, SubnetscopeError, UsageError
+from .forked import AUTO_PROCESS_BYTES
 from .io.checkpoint import Checkpoint
 from .io.reader import DEFAULT_CHUNK_ELEMENTS
 from .plan import Pair, Plan
@@ -64,8 +65,6 @@ from .progress import progress_bar
 from .stats import TensorStats
 
 EXECUTORS = ("auto", "serial", "threads", "processes", "ray")
-#: ``auto`` forks worker processes for passes reading at least this many bytes (below, threads start faster)
-AUTO_PROCESS_BYTES = 1 << 30
 #: elements per read in worker processes when the caller kept the default (larger maps cost less per byte)
 PROCESS_CHUNK_ELEMENTS = 1 << 22
 

@@ -20,6 +20,9 @@ from .errors import SubnetscopeError
 G = TypeVar("G")
 R = TypeVar("R")
 
+#: ``auto`` forks worker processes for passes reading at least this many bytes (below, threads start faster)
+AUTO_PROCESS_BYTES = 1 << 30
+
 _STATE: Any = None
 
 
@@ -30,6 +33,29 @@ class WorkerDiedError(SubnetscopeError):
 def can_fork() -> bool:
     """Whether workers can be forked here (Linux; elsewhere fork is unsafe or missing)."""
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def contiguous_groups(items: Sequence[G], weights: Sequence[int], groups: int) -> list[list[G]]:
+    """``items`` cut, in order, into at most ``groups`` runs of about equal total weight (none empty).
+
+    Handing out more runs than workers balances the load dynamically (a worker that finishes early takes
+    the next run) while each worker still reads long contiguous stretches of the files.
+    """
+    if len(items) != len(weights):
+        raise ValueError("one weight per item")
+    total = sum(weights)
+    out: list[list[G]] = []
+    cur: list[G] = []
+    acc = 0
+    for item, w in zip(items, weights):
+        cur.append(item)
+        acc += w
+        if acc * groups >= total * (len(out) + 1) and len(out) < groups - 1:
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return out
 
 
 def _call(i: int) -> Any:

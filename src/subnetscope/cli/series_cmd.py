@@ -22,7 +22,7 @@ from .common import emit_report, format_option, jobs_option, output_option, sema
     "--chunk-elements",
     type=click.IntRange(8, 1 << 26),
     default=None,
-    help="Elements per read and checkpoint (default 1Mi, less with many checkpoints).",
+    help="Elements per read and checkpoint (default 2Mi, less with many checkpoints).",
 )
 @click.option(
     "--executor",
@@ -50,16 +50,14 @@ def series(
     share of updates outside the final subnetwork and the running union of updated parameters; then the
     split into never updated / cancelled / final subnetwork.
     """
-    from ..comparison import check_tolerances
     from ..series import render
     from ..series import series as run_series
 
-    (t,) = check_tolerances([tol])
-    report = run_series(
+    report = run_series(  # checks the tolerance itself
         init,
         list(checkpoints),
         final=final,
-        tolerance=t,
+        tolerance=tol,
         semantics=semantics,
         jobs=jobs,
         chunk_elements=chunk_elements,
