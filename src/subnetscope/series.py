@@ -299,6 +299,17 @@ def _same_path(a: Checkpoint, b: Checkpoint) -> bool:
         return False
 
 
+def _same_layout(a: Checkpoint, b: Checkpoint) -> bool:
+    """Whether ``b`` has exactly ``a``'s tensor names, shapes and dtypes (so aligning finds nothing)."""
+    if len(a.tensors) != len(b.tensors):
+        return False
+    for name, t in a.tensors.items():
+        u = b.tensors.get(name)
+        if u is None or u.shape != t.shape or u.dtype != t.dtype:
+            return False
+    return True
+
+
 def _align(
     init: Checkpoint, rows: list[Checkpoint], labels: list[str]
 ) -> tuple[list[_Tensor], list[Finding]]:
@@ -310,6 +321,10 @@ def _align(
     first = True
     seen: set[tuple[str, str, str]] = set()
     for ck, label in zip(rows, labels):
+        if not first and _same_layout(init, ck):  # the usual case: skip re-planning (12 ms per 1B row)
+            for infos in ok.values():
+                infos.append(ck.tensors[infos[0].name])
+            continue
         plan = make_plan(init, ck)
         for f in plan.findings:
             key = (f.kind, f.tensor, f.detail)
