@@ -82,6 +82,25 @@ def test_json_schema_stable_keys(llama_pair):
     assert again.to_json() == doc
 
 
+def test_report_json_text_is_the_same_data_one_element_per_line(llama_pair):
+    from subnetscope.report.schema import json_text
+
+    bdir, tdir, *_ = llama_pair
+    rep = subnetscope.compare(bdir, tdir, [1e-5, 1e-8])
+    text = rep.dumps()
+    assert json.loads(text) == json.loads(json.dumps(rep.to_json()))
+    lines = text.splitlines()
+    # one line per tensor, each a whole JSON object
+    rows = [json.loads(x.strip().rstrip(",")) for x in lines if x.startswith('  {"name": ')]
+    assert [r["name"] for r in rows] == [t.name for t in rep.tensors]
+    odd = {"a": [], "b": {}, "c": {"x": [1, {"y": float("nan")}]}, "d": [[1, 2], {"z": None}], "e": "é"}
+    assert json.loads(json_text(odd), parse_constant=str) == json.loads(json.dumps(odd), parse_constant=str)
+    assert json_text({}) == "{}" and json_text([1, 2]) == json.dumps([1, 2], indent=1)
+    # keys json.dumps would convert (ints, None) are left to json.dumps itself
+    assert json_text({1: {2: 3}}) == json.dumps({1: {2: 3}}, indent=1)
+    assert json.loads(json_text({"k": {1: 2}})) == {"k": {"1": 2}}
+
+
 def test_tolerance_order_is_the_users(tmp_path):
     a = torch.tensor([0.0, 0.0, 0.0, 0.0], dtype=torch.float32)
     b = torch.tensor([0.0, 5e-9, 5e-7, 5e-5], dtype=torch.float32)

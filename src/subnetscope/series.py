@@ -138,7 +138,7 @@ def _share(a: int, b: int) -> float | None:
     return a / b if b else None
 
 
-def _split_json(s: np.ndarray, numel: int, bits: bool = False) -> dict[str, Any]:
+def _split_json(s: np.ndarray | list[int], numel: int, bits: bool = False) -> dict[str, Any]:
     o = 3 if bits else 0
     keys = ("never_updated", "cancelled", "final_subnetwork")
     counts = {k: int(s[o + j]) for j, k in enumerate(keys)}
@@ -159,17 +159,25 @@ def _group_json(steps: np.ndarray, split: np.ndarray, numel: int) -> dict[str, A
     }
 
 
-def _tensor_json(t: TensorSeries) -> dict[str, Any]:
-    return {
-        "name": t.name,
-        "shape": t.shape,
-        "layer": t.layer,
-        "kind": t.kind,
-        "numel": t.numel,
-        "changed_vs_init": [int(x) for x in t.steps[:, CHG_INIT]],
-        "changed_vs_prev": [int(x) for x in t.steps[:, CHG_PREV]],
-        "split": _split_json(t.split, t.numel),
-    }
+def _tensors_json(tensors: Sequence[TensorSeries]) -> list[dict[str, Any]]:
+    if not tensors:
+        return []
+    steps = np.stack([t.steps for t in tensors])  # one conversion to Python ints for all tensors
+    ci, cp = steps[:, :, CHG_INIT].tolist(), steps[:, :, CHG_PREV].tolist()
+    splits = np.stack([t.split for t in tensors]).tolist()
+    return [
+        {
+            "name": t.name,
+            "shape": t.shape,
+            "layer": t.layer,
+            "kind": t.kind,
+            "numel": t.numel,
+            "changed_vs_init": ci[i],
+            "changed_vs_prev": cp[i],
+            "split": _split_json(splits[i], t.numel),
+        }
+        for i, t in enumerate(tensors)
+    ]
 
 
 @dataclass
@@ -252,7 +260,7 @@ class SeriesReport:
             "by_kind": {k: _group_json(*v) for k, v in self.groups("kind").items()},
             "by_layer": {str(k): _group_json(*v) for k, v in self.groups("layer").items()},
             "findings": [f.to_json() for f in self.findings],
-            "tensors": [_tensor_json(t) for t in self.tensors],
+            "tensors": _tensors_json(self.tensors),
         }
 
 

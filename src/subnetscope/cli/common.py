@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -73,15 +72,18 @@ def chunk_option(f: F) -> F:
 
 
 def emit_json(obj: Any) -> None:
-    """Write JSON to stdout."""
-    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+    """Write a report's JSON to stdout (one element per line, see :func:`~subnetscope.report.schema.json_text`)."""
+    from ..report.schema import json_text
+
+    sys.stdout.write(json_text(obj) + "\n")
 
 
 def write_json_file(path: str, obj: Any) -> None:
-    """Write JSON atomically."""
+    """Write a report's JSON atomically."""
     from ..io.atomic import write_text_atomic
+    from ..report.schema import json_text
 
-    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+    write_text_atomic(path, json_text(obj) + "\n")
 
 
 def emit_report(obj: Any, fmt: str, output: str | None, human: Callable[[], str]) -> None:
