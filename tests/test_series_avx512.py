@@ -121,3 +121,40 @@ def test_a_float32_tie_sends_the_block_to_the_float64_recount(simd):
     assert got[0][0, 0] == base[0][0, 0]  # step 1: the ties are not changed
     assert got[0][1, 0] == base[0][1, 0] + where.size  # step 2: changed vs INIT
     assert got[0][1, 2] == base[0][1, 2]  # ... but not vs step 1
+
+
+def _gaps(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The distinct finite, non-zero |fl32(x - a)| of bf16 bit patterns, computed as the kernels do."""
+    xf, af = (x.astype(np.uint32) << 16).view(np.float32), (a.astype(np.uint32) << 16).view(np.float32)
+    with np.errstate(all="ignore"):
+        d = np.abs(xf - af)
+    return np.unique(d[np.isfinite(d) & (d > 0)])
+
+
+def test_no_tie_is_missed_by_the_tie_search():
+    """Skipping the tie test is only safe where bf16_ties_possible is never wrongly False: every gap two
+    bf16 values really have must be found, over random pairs and neighbours in every binade (subnormals,
+    binade edges, both signs, across zero)."""
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 1 << 16, 4000, dtype=np.uint32).astype(np.uint16)
+    b = rng.integers(0, 1 << 16, 4000, dtype=np.uint32).astype(np.uint16)
+    near = np.concatenate([np.arange(0, 0x7F80, 97), np.arange(0x8000, 0xFF80, 89), [0x0000, 0x8000, 0x007F]])
+    near = near.astype(np.uint16)
+    gaps = np.concatenate([
+        _gaps(a, b),
+        *[_gaps((near + s).astype(np.uint16), near) for s in (1, 2, 3)],
+        _gaps(near ^ np.uint16(0x8000), near + np.uint16(1)),  # across zero: x and -y
+    ])  # fmt: skip
+    gaps = np.unique(gaps)
+    sample = gaps[:: max(1, gaps.size // 200)]
+    native.bf16_ties_possible.cache_clear()
+    missed = [float(g) for g in sample if not native.bf16_ties_possible(float(g))]
+    assert not missed and sample.size > 150
+    assert native.bf16_ties_possible(2.0**-7) and native.bf16_ties_possible(2.0**-133)  # the last: 0x0001
+    assert native.bf16_ties_possible(0.0) and not native.bf16_ties_possible(float("nan"))
+
+
+def test_usual_tolerances_are_never_a_bf16_gap():
+    # so the series kernel runs without the tie test for them (each searched exhaustively)
+    for tol in (1e-5, 1e-6, 1e-8, 1e-3):
+        assert not native.bf16_ties_possible(float(np.float32(tol)))

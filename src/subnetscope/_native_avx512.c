@@ -48,28 +48,31 @@ int ss_simd_detect(void) {
         O = _mm512_and_si512(v_, hi);                                                                    \
     } while (0)
 
-/* changed and "bits differ" masks of one 16-lane half; und collects the undecided lanes */
-static inline AVX512 __mmask16 half(__m512i a, __m512i x, __m512 le, __m512 amb, __mmask16 *differ,
-                                    __mmask16 *und) {
+#define INLINE static inline __attribute__((always_inline))
+
+/* changed and "bits differ" masks of one 16-lane half; und collects the undecided lanes (only when ties,
+ * a constant of each instantiation, says that a tie is possible at all) */
+INLINE AVX512 __mmask16 half(__m512i a, __m512i x, __m512 le, __m512 amb, __mmask16 *differ,
+                             __mmask16 *und, const int ties) {
     const __mmask16 nd = _mm512_cmpneq_epi32_mask(a, x);
     const __m512 d = _mm512_abs_ps(_mm512_sub_ps(_mm512_castsi512_ps(x), _mm512_castsi512_ps(a)));
-    *und = _kor_mask16(*und, _mm512_mask_cmp_ps_mask(nd, d, amb, _CMP_EQ_OQ));
+    if (ties) *und = _kor_mask16(*und, _mm512_mask_cmp_ps_mask(nd, d, amb, _CMP_EQ_OQ));
     *differ = nd;
     return _mm512_mask_cmp_ps_mask(nd, d, le, _CMP_NLE_UQ);
 }
 
 /* changed and "bits differ" masks of 64 elements (two registers of each row), bit i of a 32-bit half being
  * element 2i (i < 16) or 2(i - 16) + 1 of that half's 32 elements */
-static inline AVX512 uint64_t cmp64(const uint16_t *a, const uint16_t *x, __m512 le, __m512 amb,
-                                    uint64_t *differ, __mmask16 *und) {
+INLINE AVX512 uint64_t cmp64(const uint16_t *a, const uint16_t *x, __m512 le, __m512 amb, uint64_t *differ,
+                             __mmask16 *und, const int ties) {
     const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
     __m512i ae, ao, xe, xo;
     __mmask16 c[4], d[4];
     for (int h = 0; h < 2; h++) {
         LOAD(a + 32 * h, ae, ao);
         LOAD(x + 32 * h, xe, xo);
-        c[2 * h] = half(ae, xe, le, amb, &d[2 * h], und);
-        c[2 * h + 1] = half(ao, xo, le, amb, &d[2 * h + 1], und);
+        c[2 * h] = half(ae, xe, le, amb, &d[2 * h], und, ties);
+        c[2 * h + 1] = half(ao, xo, le, amb, &d[2 * h + 1], und, ties);
     }
     const __mmask32 c0 = _mm512_kunpackw(c[1], c[0]), c1 = _mm512_kunpackw(c[3], c[2]);
     const __mmask32 d0 = _mm512_kunpackw(d[1], d[0]), d1 = _mm512_kunpackw(d[3], d[2]);
@@ -83,15 +86,18 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
                          int64_t *counts, int64_t *out, int64_t *split4) AVX512;
 
 /* One full block (SS_BLK elements at rows[r]); counts is scratch for nsteps x 8 counters. Adds to out and
- * split4 and returns 0, or returns 1 having added nothing when some difference is undecided in float32. */
-int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
-                         int64_t *counts, int64_t *out, int64_t *split4) {
+ * split4 and returns 0, or returns 1 having added nothing when some difference is undecided in float32.
+ * Instantiated twice: with the tie test, and without it for ambf NaN (reference semantics, or no float32
+ * difference of two bf16 values can equal the threshold: native.bf16_ties_possible), which saves two of
+ * the seven vector operations per comparison. */
+INLINE AVX512 int block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
+                             int64_t *counts, int64_t *out, int64_t *split4, const int ties) {
     uint64_t F[WORDS], FB[WORDS], E[WORDS], EB[WORDS];
     const __m512 le = _mm512_set1_ps(lef), amb = _mm512_set1_ps(ambf);
     __mmask16 und = 0;
     const uint16_t *a = rows[0];
     for (int g = 0; g < WORDS; g++) {
-        F[g] = cmp64(a + 64 * g, rows[fin] + 64 * g, le, amb, &FB[g], &und);
+        F[g] = cmp64(a + 64 * g, rows[fin] + 64 * g, le, amb, &FB[g], &und, ties);
         E[g] = 0;
         EB[g] = 0;
     }
@@ -104,13 +110,13 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
                 ci = F[g];
                 di = FB[g];
             } else {
-                ci = cmp64(a + 64 * g, x + 64 * g, le, amb, &di, &und);
+                ci = cmp64(a + 64 * g, x + 64 * g, le, amb, &di, &und, ties);
             }
             if (k == 1) {
                 cp = ci;
                 dp = di;
             } else {
-                cp = cmp64(p + 64 * g, x + 64 * g, le, amb, &dp, &und);
+                cp = cmp64(p + 64 * g, x + 64 * g, le, amb, &dp, &und, ties);
             }
             const uint64_t nf = ~F[g];
             E[g] |= ci;
@@ -143,6 +149,12 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
         split4[3] += __builtin_popcountll(EB[g] | FB[g]);
     }
     return 0;
+}
+
+int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float lef, float ambf,
+                         int64_t *counts, int64_t *out, int64_t *split4) {
+    if (ambf != ambf) return block_bf16(rows, nsteps, fin, lef, ambf, counts, out, split4, 0);
+    return block_bf16(rows, nsteps, fin, lef, ambf, counts, out, split4, 1);
 }
 
 /* ------------------------------------------------------------------------------------------------------
