@@ -130,23 +130,21 @@ class EncodedChunk:
     val_blob: bytes
 
 
-def _pack(raw: bytes, level: int) -> tuple[str, bytes]:
-    if len(raw) < 64:
-        return "raw", raw
-    c = _compressor(level).compress(raw)
-    if len(c) <= MIN_SAVING * len(raw):
-        return "zstd", c
-    return "raw", raw
+def _pack(raw: bytes | memoryview, level: int) -> tuple[str, bytes]:
+    """zstd of ``raw`` when that saves enough, else a copy of ``raw`` (which may be a reused buffer)."""
+    if len(raw) >= 64:
+        c = _compressor(level).compress(raw)
+        if len(c) <= MIN_SAVING * len(raw):
+            return "zstd", c
+    return "raw", bytes(raw)
 
 
 def _pack_values(values: np.ndarray, level: int) -> tuple[str, bytes]:
-    raw = values.tobytes()
-    if len(raw) < 64:
-        return "raw", raw
-    c = _compressor(level).compress(_planes(values).data)
-    if len(c) <= MIN_SAVING * len(raw):
-        return "zstd", c
-    return "raw", raw
+    if values.nbytes >= 64:  # the raw bytes are only copied out when zstd does not pay
+        c = _compressor(level).compress(_planes(values).data)
+        if len(c) <= MIN_SAVING * values.nbytes:
+            return "zstd", c
+    return "raw", values.tobytes()
 
 
 def encode_whole(target: np.ndarray, level: int) -> EncodedChunk:
@@ -174,10 +172,11 @@ def encode_chunk(
     pos_bytes = min(bitmap.shape[0], gap_bytes)
     if pos_bytes + k * size >= count * size:
         return encode_whole(target, level)
+    pos_raw: bytes | memoryview
     if gap_bytes < bitmap.shape[0]:
         kind, pos_raw = "gaps", gaps
     else:
-        kind, pos_raw = "bitmap", bitmap.tobytes()
+        kind, pos_raw = "bitmap", bitmap.data
     pcodec, pblob = _pack(pos_raw, level)
     vcodec, vblob = _pack_values(values[:k], level)
     return EncodedChunk(k, kind, pcodec, pblob, vcodec, vblob)
