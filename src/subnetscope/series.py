@@ -486,7 +486,7 @@ def series(
 
                 todo = list(tasks())
                 # contiguous runs of equal size, several per worker: a static round robin of the chunks
-                # left one worker with 60 % of a 1B series (a tensor's last, partial chunk is smaller)
+                # left one worker with 62 % of a 1B series (a tensor's last, partial chunk is smaller)
                 groups = contiguous_groups(todo, [t[2] for t in todo], GROUPS_PER_WORKER * nj)
 
                 def run_group(group: list[tuple[_Tensor, int, int]]) -> list[Any]:
