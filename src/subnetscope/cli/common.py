@@ -78,21 +78,18 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json_text(obj) + "\n")
 
 
-def write_json_file(path: str, obj: Any) -> None:
-    """Write a report's JSON atomically."""
-    from ..io.atomic import write_text_atomic
-    from ..report.schema import json_text
-
-    write_text_atomic(path, json_text(obj) + "\n")
-
-
 def emit_report(obj: Any, fmt: str, output: str | None, human: Callable[[], str]) -> None:
     """The end of every report command: ``-o`` file (atomically), then JSON or the human text on stdout,
     then where the file went on stderr. ``human`` is only called for the human format."""
+    from ..report.schema import json_text
+
+    text = json_text(obj) + "\n" if output or fmt == "json" else ""  # encoded once for both
     if output:
-        write_json_file(output, obj)
+        from ..io.atomic import write_text_atomic
+
+        write_text_atomic(output, text)
     if fmt == "json":
-        emit_json(obj)
+        sys.stdout.write(text)
     else:
         click.echo(human())
     if output:
