@@ -141,7 +141,7 @@ def ray_in_process(base: Path, target: Path) -> dict[str, float]:
     code = f"""
 import json, time
 from subnetscope.comparison import compare
-from subnetscope.executors import RayExecutor
+from subnetscope.engine.executors import RayExecutor
 b, t = {str(base)!r}, {str(target)!r}
 compare(b, t, executor="serial")  # warm the kernels' cache
 t0 = time.perf_counter(); compare(b, t, executor="serial"); serial = time.perf_counter() - t0

@@ -12,21 +12,21 @@ from click.testing import CliRunner
 import subnetscope
 from scale_helpers import CrashOnce, comparable, fp8_pair, save_fp8
 from subnetscope.cli import cli
-from subnetscope.engine import PassOptions
-from subnetscope.errors import CheckpointFormatError, UsageError
-from subnetscope.executors import (
+from subnetscope.engine.executors import (
     AutoExecutor,
     ExecutorError,
     ProcessExecutor,
     RayExecutor,
     Task,
-    TaskOptions,
-    _raise_remote,
     make_executor,
     make_tasks,
     run_task,
 )
+from subnetscope.engine.executors.tasks import raise_remote
+from subnetscope.engine.job import Job
+from subnetscope.errors import CheckpointFormatError, UsageError
 from subnetscope.io.checkpoint import open_checkpoint
+from subnetscope.measures.compare import PairCounter, Thresholds, pair_rows
 from subnetscope.plan import make_plan
 
 TOLS = [1e-8, 1e-6, 1e-5]
@@ -45,20 +45,29 @@ def serial(llama_pair, tmp_path_factory):
     return _run(bdir, tdir, tmp_path_factory.mktemp("serial"), "serial", executor="serial")
 
 
-def test_make_tasks_groups_by_shard_pair_and_size(llama_pair):
+def _job(plan, chunk=1000):
+    th = Thresholds(TOLS, "exact", None)
+    return Job(pair_rows(plan.pairs), [PairCounter(th, None)], chunk)
+
+
+def test_make_tasks_cuts_contiguous_runs_of_bounded_size(llama_pair):
     bdir, tdir, *_ = llama_pair
     plan = make_plan(open_checkpoint(bdir), open_checkpoint(tdir))
-    big = max(p.compare_numel for p in plan.pairs)
-    tasks = make_tasks(plan.pairs, 5000)
-    seen = [p.index for t in tasks for p in t.pairs]
-    assert sorted(seen) == [p.index for p in plan.pairs]  # every pair exactly once
+    job = _job(plan)
+    tasks = make_tasks(job, 1000, workers=2, max_elements=5000)
+    flat = [u for t in tasks for u in t.units]
+    assert flat == sorted(flat)  # every unit exactly once, in row order: each task a contiguous run
+    assert sum(u[2] for u in flat) == sum(p.compare_numel for p in plan.pairs)
+    assert len({(u[0], u[1]) for u in flat}) == len(flat)
+    total = sum(t.elements for t in tasks)
+    assert len(tasks) >= max(8, -(-total // 5000))  # four per worker, or more to stay under the bound
     for t in tasks:
-        assert len({p.base.path for p in t.pairs}) == 1 and len({p.target.path for p in t.pairs}) == 1
-        assert t.elements <= 5000 or len(t.pairs) == 1
-        assert {f for f, _ in t.files} == {str(x) for p in t.pairs for x in (p.base.path, p.target.path)}
-    assert [t.nbytes for t in tasks] == sorted((t.nbytes for t in tasks), reverse=True)
-    assert any(t.elements == big for t in tasks)
-    assert len(make_tasks(plan.pairs, 1 << 40)) == len({(p.base.path, p.target.path) for p in plan.pairs})
+        assert t.elements <= 5000 + 1000  # a run ends at the first unit past its share
+        rows = {u[0] for u in t.units}
+        assert {f for f, _ in t.files} == {str(x.path) for i in rows for x in job.rows[i].infos}
+        assert t.nbytes == sum(u[2] * 4 for u in t.units)  # bf16 on both sides
+    one = make_tasks(job, 1000, workers=1)  # a small pass is not cut up
+    assert len(one) == 1 and len(one[0].units) == len(flat)
 
 
 @pytest.mark.parametrize("executor", ["threads", "processes"])
@@ -76,15 +85,14 @@ def test_same_report_and_mask_as_serial(llama_pair, serial, tmp_path, executor):
 def test_auto_picks_processes_only_for_large_plain_passes(llama_pair, serial, tmp_path):
     bdir, tdir, *_ = llama_pair
     plan = make_plan(open_checkpoint(bdir), open_checkpoint(tdir))
-    opts = PassOptions(TOLS, "exact", jobs=2)
+    job = _job(plan)
     fork = sys.platform.startswith("linux")
-    assert AutoExecutor(2, min_bytes=0).pick(plan, opts).name == ("processes" if fork else "threads")
-    assert AutoExecutor(2).pick(plan, opts).name == "threads"  # a small pass: threads start faster
-    assert AutoExecutor(1, min_bytes=0).pick(plan, opts).name == "threads"  # one job
-    with_consumer = PassOptions(TOLS, "exact", jobs=2, consumers=[CrashOnce("x", "y")])
-    assert AutoExecutor(2, min_bytes=0).pick(plan, with_consumer).name == ("processes" if fork else "threads")
-    unpicklable = PassOptions(TOLS, "exact", jobs=2, consumers=[CrashOnce(lambda: 0, "y")])
-    assert AutoExecutor(2, min_bytes=0).pick(plan, unpicklable).name == "threads"
+    assert AutoExecutor(2, min_bytes=0).pick(job).name == ("processes" if fork else "threads")
+    assert AutoExecutor(2).pick(job).name == "threads"  # a small pass: threads start faster
+    assert AutoExecutor(1, min_bytes=0).pick(job).name == "threads"  # one job
+    # forked workers inherit the job: a consumer that does not pickle still runs there
+    job.consumers = [*job.consumers, CrashOnce(lambda: 0, "y")]
+    assert AutoExecutor(2, min_bytes=0).pick(job).name == ("processes" if fork else "threads")
     ex = AutoExecutor(2, min_bytes=0)
     assert _run(bdir, tdir, tmp_path, "auto", executor=ex) == serial
     assert ex.chose == ("processes" if fork else "threads")
@@ -134,21 +142,22 @@ def test_worker_that_always_dies_fails_clearly(llama_pair, tmp_path):
 def test_worker_errors_keep_their_type_and_hint(llama_pair, tmp_path):
     bdir, tdir, *_ = llama_pair
     plan = make_plan(open_checkpoint(bdir), open_checkpoint(tdir))
-    task = make_tasks(plan.pairs[:1], 1 << 30)[0]
+    job = _job(plan)
+    task = make_tasks(job, 1000, workers=1)[0]
     path = task.files[0][0]
-    bad = Task(task.index, task.pairs, ((path, 1),))
-    res = run_task(bad, TaskOptions(tuple(TOLS), "exact", 1 << 20, None, False))
-    assert res.error is not None and res.stats == []
+    bad = Task(task.index, task.units, ((path, 1),), task.nbytes, task.label)
+    res = run_task(job, bad, 1000)
+    assert res.error is not None and res.rows == []
     with pytest.raises(CheckpointFormatError, match="but 1 on the driver") as ei:
-        _raise_remote(res.error)
+        raise_remote(res.error)
     assert "same revision everywhere" in (ei.value.hint or "")
-    gone = Task(task.index, task.pairs, ((str(tmp_path / "missing.safetensors"), 1),))
+    gone = Task(task.index, task.units, ((str(tmp_path / "missing.safetensors"), 1),), 0, "x")
     with pytest.raises(CheckpointFormatError, match="not found on worker node"):
-        _raise_remote(run_task(gone, TaskOptions(tuple(TOLS), "exact", 1 << 20, None, False)).error)
+        raise_remote(run_task(job, gone, 1000).error)
 
 
 def test_executor_choice_errors(monkeypatch, llama_pair):
-    with pytest.raises(UsageError, match="--ray-address is only used with --executor ray"):
+    with pytest.raises(UsageError, match="ray_address is only used with the ray executor"):
         make_executor("threads", ray_address="auto")
     with pytest.raises(UsageError, match="unknown executor 'gpu'"):
         make_executor("gpu")
@@ -169,23 +178,30 @@ def test_unreachable_ray_address_fails_fast(llama_pair):
     assert "ray start --head" in (ei.value.hint or "")
 
 
-def test_unpicklable_consumer_is_refused(llama_pair):
+class _Local:
+    key = "local"
+
+    def chunk(self, *a):
+        return None
+
+    def merge(self, *a):
+        return None
+
+    def finish(self, *a):
+        return None
+
+
+def test_unpicklable_consumer_runs_in_forked_workers_and_is_refused_by_spawned_ones(llama_pair):
     bdir, tdir, *_ = llama_pair
-
-    class Local:  # defined in a function: cannot be pickled
-        key = "local"
-
-        def chunk(self, *a):
-            return None
-
-        def merge(self, *a):
-            return None
-
-        def finish(self, *a):
-            return None
-
+    local = _Local()
+    local.fn = lambda: 0  # a lambda: cannot be pickled
+    if sys.platform.startswith("linux"):
+        r = subnetscope.compare(bdir, tdir, consumers=[local], executor=ProcessExecutor(jobs=2))
+        assert r.to_json()["overall"] == subnetscope.compare(bdir, tdir).to_json()["overall"]
     with pytest.raises(UsageError, match="cannot be sent to process workers"):
-        subnetscope.compare(bdir, tdir, consumers=[Local()], executor="processes")
+        subnetscope.compare(
+            bdir, tdir, consumers=[local], executor=ProcessExecutor(jobs=2, start_method="spawn")
+        )
 
 
 def test_cli_processes_json_equals_threads(llama_pair):

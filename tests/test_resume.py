@@ -11,8 +11,9 @@ import subnetscope
 from factory import perturb, save_checkpoint
 from scale_helpers import Probe, comparable
 from subnetscope.cli import cli
-from subnetscope.executors import ProcessExecutor
-from subnetscope.resume import JOURNAL, MASK_BITS, ResumeMismatchError, ResumeState, journaled
+from subnetscope.engine.executors import ProcessExecutor
+from subnetscope.engine.resume import JOURNAL, MASK_BITS, ResumeMismatchError, journaled
+from subnetscope.measures.compare_resume import CompareResume
 
 TOLS = [1e-8, 1e-6, 1e-5]
 
@@ -23,14 +24,14 @@ class Interrupt(Exception):
 
 def _interrupt_after(monkeypatch, n, exc=KeyboardInterrupt):
     """Make the journal raise ``exc`` once ``n`` tensors are recorded (as if Ctrl-C came then)."""
-    real = ResumeState.record
+    real = CompareResume.record
 
     def record(self, st):
         if len(self.done) >= n:
             raise exc()
         real(self, st)
 
-    monkeypatch.setattr(ResumeState, "record", record)
+    monkeypatch.setattr(CompareResume, "record", record)
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +140,10 @@ def test_cli_resume(llama_pair, tmp_path):
 
 
 def test_group_commit(llama_pair, tmp_path):
-    from subnetscope.engine import PassOptions
     from subnetscope.io.checkpoint import open_checkpoint
+    from subnetscope.measures.compare import PassOptions
+    from subnetscope.measures.compare_resume import open_compare_resume as open_resume
     from subnetscope.plan import make_plan
-    from subnetscope.resume import open_resume
 
     bdir, tdir, *_ = llama_pair
     plan = make_plan(open_checkpoint(bdir), open_checkpoint(tdir))

@@ -152,31 +152,47 @@ def test_jobs_and_chunk_size_do_not_change_the_result(run):
     a = series(run["dirs"][0], run["dirs"][1:], jobs=1).to_json()
     b = series(run["dirs"][0], run["dirs"][1:], jobs=3, chunk_elements=64).to_json()
     assert a == b
-    if sys.platform.startswith("linux"):  # forked workers, each on a share of the chunks
-        c = series(run["dirs"][0], run["dirs"][1:], jobs=2, chunk_elements=64, executor="processes")
-        assert c.to_json() == a
-    with pytest.raises(UsageError, match="unknown executor 'ray'"):
-        series(run["dirs"][0], run["dirs"][1:], executor="ray")
+    for ex in ("serial", "threads", "auto", "processes"):  # processes: forked workers, each on a share
+        c = series(run["dirs"][0], run["dirs"][1:], jobs=2, chunk_elements=64, executor=ex)
+        assert c.to_json() == a, ex
+    with pytest.raises(UsageError, match="unknown executor 'gpu'"):
+        series(run["dirs"][0], run["dirs"][1:], executor="gpu")
 
 
-def test_a_dead_series_worker_is_an_error_not_a_silent_gap():
-    from subnetscope.forked import WorkerDiedError, map_forked
+def _crash_in_workers(monkeypatch, marker, always=False):
+    """Make the series consumer kill its (forked) worker on its first chunk, once or always."""
+    from subnetscope.measures.series import SeriesCounter
+
+    real = SeriesCounter.chunk
+    driver = os.getpid()
+
+    def chunk(self, row, start, arrays):
+        if os.getpid() != driver and start == 0 and (always or not marker.exists()):
+            marker.write_text("x")
+            os._exit(17)
+        return real(self, row, start, arrays)
+
+    monkeypatch.setattr(SeriesCounter, "chunk", chunk)
+
+
+def test_a_killed_series_worker_is_retried_and_one_that_always_dies_is_an_error(run, tmp_path, monkeypatch):
+    from subnetscope.engine.executors import ExecutorError, ProcessExecutor
 
     if not sys.platform.startswith("linux"):
         pytest.skip("forked workers are Linux-only")
+    want = series(run["dirs"][0], run["dirs"][1:], executor="serial").to_json()
+    _crash_in_workers(monkeypatch, tmp_path / "crashed")
+    ex = ProcessExecutor(jobs=2, task_elements=64)
+    got = series(run["dirs"][0], run["dirs"][1:], chunk_elements=64, executor=ex).to_json()
+    assert (tmp_path / "crashed").exists() and ex.last_run["retries"] >= 1
+    assert got == want
+    _crash_in_workers(monkeypatch, tmp_path / "again", always=True)
+    with pytest.raises(ExecutorError, match=r"a worker process died 2 times; \d+ task\(s\) unfinished"):
+        series(run["dirs"][0], run["dirs"][1:], executor=ProcessExecutor(jobs=2, max_retries=1))
 
-    def die(group: list[int]) -> int:
-        if 3 in group:
-            os._exit(1)
-        return sum(group)
 
-    assert sorted(map_forked(sum, [[1, 2], [4]], 2)) == [3, 4]
-    with pytest.raises(WorkerDiedError, match="a worker process of the series died"):
-        list(map_forked(die, [[1], [3]], 2, "series"))
-
-
-def test_forked_work_is_cut_into_contiguous_runs_of_equal_weight():
-    from subnetscope.forked import contiguous_groups
+def test_work_is_cut_into_contiguous_runs_of_equal_weight():
+    from subnetscope.engine.executors import contiguous_groups
 
     # a 1.5-chunk tensor after another: a round robin gave one worker every full chunk (1024 against 512)
     weights = [1024, 512] * 6

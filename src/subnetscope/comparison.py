@@ -7,18 +7,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .engine import ChunkConsumer, PassOptions
 from .errors import StrictCheckError, UsageError
 from .io.checkpoint import Checkpoint
+from .measures.compare import ChunkConsumer, PassOptions, run_pass
 from .plan import Pair, Plan, make_plan
 from .refs import load_checkpoint
 from .report.schema import Finding, Report
 from .stats import TensorStats
 
 if TYPE_CHECKING:
-    from .engine import MaskSink
-    from .executors import Executor
-    from .resume import ResumeState
+    from .engine.executors import Executor
+    from .measures.compare import MaskSink
+    from .measures.compare_resume import CompareResume
 
 #: the paper's Table 6 sweep; 1e-5 is its headline tolerance
 DEFAULT_TOLERANCES: tuple[float, ...] = (1e-8, 1e-7, 1e-6, 1e-5)
@@ -110,9 +110,9 @@ def compare(
         chunk_elements: elements per read (default 1 Mi).
         executor: ``"threads"`` (default), ``"serial"``, ``"processes"`` (``jobs`` local processes),
             ``"auto"`` (processes for a large pass on Linux, else threads: the command line's default),
-            ``"ray"``, or an :class:`~subnetscope.executors.Executor`; the report does not depend on it.
+            ``"ray"``, or an :class:`~subnetscope.engine.executors.Executor`; the report does not depend on it.
         ray_address: with ``executor="ray"``: the cluster to join (default: start a local instance).
-        resume: a directory keeping finished tensors' stats (see :mod:`subnetscope.resume`): an interrupted
+        resume: a directory keeping finished tensors' stats (see :mod:`subnetscope.measures.compare_resume`): an interrupted
             run given the same directory continues where it stopped, with the same report.
 
     FP8 weights with block scales (``X.weight`` + ``X.weight_scale_inv``) are also compared by dequantized
@@ -130,13 +130,9 @@ def compare(
         tols.append(mask_tolerance)
         report.tolerances = tols
     from . import fp8
-    from .executors import make_executor
+    from .engine.executors.base import resolve
 
-    ex = (
-        make_executor(executor, jobs, ray_address)
-        if executor is None or isinstance(executor, str)
-        else executor
-    )
+    ex = resolve(executor, jobs, ray_address)
     fp8_counter, fp8_plan = fp8.consumer_for(plan, tols, semantics)
     extra_consumers = [fp8_counter] if fp8_counter is not None else []
     opts = PassOptions(tols, semantics, jobs=jobs, mask_tolerance=mask_tolerance, progress=progress,
@@ -172,14 +168,14 @@ def _run(
     """The pass on ``ex``, with the mask file and the resume journal when asked for."""
     state = None
     if resume is not None:
-        from .resume import open_resume
+        from .measures.compare_resume import open_compare_resume
 
-        state = open_resume(resume, plan, opts, tol if mask_out is not None else None)
+        state = open_compare_resume(resume, plan, opts, tol if mask_out is not None else None)
         opts.on_tensor_done = state.record
     try:
         todo = plan.pairs if state is None else state.pending(plan.pairs)
         if mask_out is None:
-            fresh = ex.run(plan, opts, None, todo)
+            fresh = run_pass(plan, opts, None, todo, ex)
         else:
             fresh = _with_mask(plan, opts, ex, todo, mask_out, tol, semantics, state)
         return fresh if state is None else state.merged(fresh)
@@ -190,7 +186,7 @@ def _run(
 
 def _with_mask(
     plan: Plan, opts: PassOptions, ex: Executor, todo: list[Pair], mask_out: str | os.PathLike[str], tol: float,
-    semantics: str, state: ResumeState | None,
+    semantics: str, state: CompareResume | None,
 ) -> list[TensorStats]:  # fmt: skip
     from .fingerprint import of_checkpoint
     from .maskfile import MaskWriter
@@ -205,4 +201,4 @@ def _with_mask(
         if state is not None:
             state.replay(w)
             sink = state.tee(w)
-        return ex.run(plan, opts, sink, todo)
+        return run_pass(plan, opts, sink, todo, ex)

@@ -371,7 +371,7 @@ def count_dequant(
 
 
 class DequantCounter:
-    """:class:`~subnetscope.engine.ChunkConsumer` counting the dequantized values of FP8 weights.
+    """:class:`~subnetscope.measures.compare.ChunkConsumer` counting the dequantized values of FP8 weights.
 
     Picklable (process and Ray workers get a copy): the per-tensor scale cache is rebuilt on each side.
     """

@@ -109,7 +109,7 @@ class MaskWriter:
             self._written[name] += nb
 
     def write(self, pair: Any, start: int, packed: np.ndarray) -> None:
-        """:class:`~subnetscope.engine.MaskSink` interface."""
+        """:class:`~subnetscope.measures.compare.MaskSink` interface."""
         self.write_bits(pair.name, start, packed)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

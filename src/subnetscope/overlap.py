@@ -380,7 +380,7 @@ def _run_tensors(
     desc: str,
 ) -> list[OverlapCounts]:
     """Run ``work`` on every tensor (threads over tensors), results in the given order."""
-    from .engine import default_jobs
+    from .engine.executors.base import default_jobs
 
     nj = jobs or default_jobs()
     out: list[OverlapCounts | None] = [None] * len(names)

@@ -25,22 +25,19 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import __version__
+from .engine.job import Job, Row
 from .errors import MismatchError, UsageError
 from .io.checkpoint import INDEX_NAME, Checkpoint
-from .io.reader import ChunkReader, FileHandles
 from .io.safetensors_header import TensorInfo
 from .naming import KINDS
-from .progress import progress_bar
 from .report.schema import SCHEMA_VERSION, Finding
 from .series_kernels import (
     CHG_INIT,
@@ -53,22 +50,12 @@ from .series_kernels import (
     NSTEP,
     OUT_FINAL,
     OUT_FINAL_STEP,
-    scratch,
-    series_chunk,
-    series_chunk_np,
 )
 
-REPORT_KIND = "subnetscope.series"
+if TYPE_CHECKING:
+    from .engine.executors.base import Executor
 
-#: elements per chunk (per checkpoint): 2 Mi maps and unmaps a fifth less often than 1 Mi (0.62 against
-#: 0.76-0.81 ns per element of a 5-checkpoint bf16 series here) and costs the kernel nothing
-DEFAULT_CHUNK_ELEMENTS = 1 << 21
-#: with many checkpoints the default chunk shrinks so that one worker's rows stay within this many bytes
-ROW_BUDGET_BYTES = 64 << 20
-#: forked workers take the work as this many contiguous runs each, handed out as they finish
-GROUPS_PER_WORKER = 4
-#: where a series runs (see :func:`series`)
-SERIES_EXECUTORS = ("auto", "threads", "processes")
+REPORT_KIND = "subnetscope.series"
 
 CheckpointLike = str | os.PathLike[str] | Checkpoint
 
@@ -268,14 +255,6 @@ class SeriesReport:
 # the pass
 
 
-class _Scratch:
-    """Per-thread state: one chunk reader per input row, and the kernel's state array."""
-
-    def __init__(self, handles: FileHandles, rows: int, chunk: int) -> None:
-        self.readers = [ChunkReader(handles, chunk * 8) for _ in range(rows)]
-        self.state = scratch(chunk)
-
-
 @dataclass
 class _Tensor:
     index: int
@@ -287,11 +266,6 @@ class _Tensor:
     @property
     def numel(self) -> int:
         return self.infos[0].numel
-
-    @property
-    def fused(self) -> bool:
-        d = self.infos[0].dtype
-        return d.is_float and all(i.dtype == d for i in self.infos)
 
 
 def _ck(x: CheckpointLike) -> Checkpoint:
@@ -370,7 +344,9 @@ def series(
     jobs: int | None = None,
     chunk_elements: int | None = None,
     progress: bool = False,
-    executor: str = "threads",
+    executor: str | Executor | None = "threads",
+    ray_address: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> SeriesReport:
     """Sparsity dynamics of a run: INIT and its checkpoints in training order, each read once.
 
@@ -382,17 +358,21 @@ def series(
             it is not among ``checkpoints`` it is read in the same pass.
         tolerance: an element is updated when ``|Δ| > tolerance``.
         semantics: ``"exact"`` or ``"reference"`` (as in :func:`subnetscope.compare`).
-        jobs: worker threads (default: CPUs, at most 8); the result does not depend on it.
+        jobs: workers (default: CPUs, at most 8); the result does not depend on it.
         chunk_elements: elements per read and checkpoint (default 2 Mi, less with many checkpoints).
         progress: progress bar on stderr (only on a terminal).
-        executor: ``"threads"`` (default), ``"processes"`` (``jobs`` forked worker processes, Linux) or
-            ``"auto"`` (processes for a series of 1 GiB or more, the command line's default); the result
+        executor: where the pass runs, as for :func:`subnetscope.compare`: ``"threads"`` (default),
+            ``"serial"``, ``"processes"``, ``"auto"`` (processes for a series of 1 GiB or more, the command
+            line's default), ``"ray"``, or an :class:`~subnetscope.engine.executors.Executor`; the result
             does not depend on it.
+        ray_address: with ``executor="ray"``: the cluster to join (default: start a local instance).
+        resume: a directory keeping finished tensors' counters (:mod:`subnetscope.engine.resume`): an
+            interrupted run given the same directory continues where it stopped, with the same report.
 
     Tensors are aligned by name; a tensor missing from a checkpoint or of another shape than in INIT is
     left out of the whole series, with a finding.
     """
-    from .engine import default_jobs
+    from .engine.executors.base import resolve
 
     if not (tolerance >= 0 and np.isfinite(tolerance)):
         raise UsageError(
@@ -400,6 +380,7 @@ def series(
         )
     if semantics not in ("exact", "reference"):
         raise UsageError(f"unknown semantics {semantics!r}", "use 'exact' or 'reference'")
+    ex = resolve(executor, jobs, ray_address)
     if isinstance(checkpoints, (str, os.PathLike, Checkpoint)):
         checkpoints = [checkpoints]  # one run directory
     refs: list[CheckpointLike] = []
@@ -434,99 +415,11 @@ def series(
         )
     nsteps = len(cks)
     fin_row = fin_index if fin_index is not None else len(rows)
-    # large chunks amortise the per-chunk overhead (reads are zero-copy maps); many checkpoints shrink them
-    width = max(i.dtype.itemsize for t in tensors for i in t.infos)
-    ce = chunk_elements or max(
-        1 << 16, min(DEFAULT_CHUNK_ELEMENTS, ROW_BUDGET_BYTES // (width * (len(rows) + 1)))
-    )
-    chunk = max(8, ce - ce % 8)
-    nj = jobs or default_jobs()
-    acc = {t.index: (np.zeros((nsteps, NSTEP), np.int64), np.zeros(NSPLIT, np.int64)) for t in tensors}
-    local = threading.local()
-
-    nrows = len(rows) + 1
-    with FileHandles() as handles:
-
-        def work(t: _Tensor, start: int, count: int) -> tuple[_Tensor, int, np.ndarray, np.ndarray]:
-            sc = getattr(local, "sc", None)
-            if sc is None:
-                sc = local.sc = _Scratch(handles, nrows, chunk)
-            out = np.zeros((nsteps, NSTEP), np.int64)
-            split = np.zeros(NSPLIT, np.int64)
-            if count == 0:
-                return t, 0, out, split
-            arrs = [sc.readers[r].read(info, start, count) for r, info in enumerate(t.infos)]
-            if t.fused:
-                series_chunk(arrs, t.infos[0].dtype, tolerance, semantics, nsteps, fin_row, out, split,
-                             state=sc.state)  # fmt: skip
-            else:
-                dts = [i.dtype for i in t.infos]
-                series_chunk_np(arrs, dts, tolerance, semantics, nsteps, fin_row, out, split)
-            return t, count, out, split
-
-        def tasks() -> Iterator[tuple[_Tensor, int, int]]:
-            for t in tensors:
-                if t.numel == 0:
-                    yield t, 0, 0
-                for s in range(0, t.numel, chunk):
-                    yield t, s, min(chunk, t.numel - s)
-
-        def merge(res: tuple[_Tensor, int, np.ndarray, np.ndarray], bar: Any) -> None:
-            t, count, out, split = res
-            a = acc[t.index]
-            a[0][...] += out
-            a[1][...] += split
-            bar.update(count * sum(i.dtype.itemsize for i in t.infos))
-
-        total = sum(t.numel * sum(i.dtype.itemsize for i in t.infos) for t in tensors)
-        forked = _use_processes(executor, nj, total)
-        with progress_bar(total, "series", enabled=progress, unit="B") as bar:
-            if forked:
-                from .forked import contiguous_groups, map_forked
-
-                todo = list(tasks())
-                # contiguous runs of equal size, several per worker: a static round robin of the chunks
-                # left one worker with 62 % of a 1B series (a tensor's last, partial chunk is smaller)
-                groups = contiguous_groups(todo, [t[2] for t in todo], GROUPS_PER_WORKER * nj)
-
-                def run_group(group: list[tuple[_Tensor, int, int]]) -> list[Any]:
-                    # per tensor: its index (not the object: less to pickle), elements, counts
-                    sums: dict[int, list[Any]] = {}
-                    for task in group:
-                        t, count, out, split = work(*task)
-                        got = sums.setdefault(t.index, [t.index, 0, out, split])
-                        if got[2] is not out:
-                            got[2] += out
-                            got[3] += split
-                        got[1] += count
-                    return list(sums.values())
-
-                by_index = {t.index: t for t in tensors}
-                for res in map_forked(run_group, groups, nj, "series"):
-                    for index, count, out, split in res:
-                        merge((by_index[index], count, out, split), bar)
-            elif nj == 1:
-                for task in tasks():
-                    merge(work(*task), bar)
-            else:
-                with ThreadPoolExecutor(max_workers=nj, thread_name_prefix="subnetscope-series") as ex:
-                    inflight: set[Future[Any]] = set()
-                    try:
-                        for task in tasks():
-                            inflight.add(ex.submit(work, *task))
-                            if len(inflight) >= nj * 2:
-                                done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
-                                for f in done:
-                                    merge(f.result(), bar)
-                        for f in inflight:
-                            merge(f.result(), bar)
-                    except BaseException:
-                        for f in inflight:
-                            f.cancel()
-                        raise
-
+    counts = _run(tensors, nsteps, fin_row, float(tolerance), semantics, chunk_elements, progress, ex,
+                  resume, ick, rows)  # fmt: skip
     results = [
-        TensorSeries(t.name, list(t.infos[0].shape), t.layer, t.kind, t.numel, *acc[t.index]) for t in tensors
+        TensorSeries(t.name, list(t.infos[0].shape), t.layer, t.kind, t.numel, *c)
+        for t, c in zip(tensors, counts)
     ]
     return SeriesReport(
         init={"ref": ick.ref, "path": str(ick.root), "tensors": len(ick), "numel": ick.numel},
@@ -539,16 +432,46 @@ def series(
     )
 
 
-def _use_processes(executor: str, jobs: int, nbytes: int) -> bool:
-    from .forked import AUTO_PROCESS_BYTES, can_fork
+def _run(
+    tensors: list[_Tensor], nsteps: int, fin_row: int, tolerance: float, semantics: str,
+    chunk_elements: int | None, progress: bool, ex: Executor, resume: str | os.PathLike[str] | None,
+    init: Checkpoint, rows: list[Checkpoint],
+) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """The pass on the engine: every tensor's counters, in order (finished ones from ``resume``)."""
+    from .measures.series import SeriesCounter
+    from .measures.series import chunk_elements as pick_chunk
 
-    if executor not in SERIES_EXECUTORS:
-        raise UsageError(f"unknown executor {executor!r}", f"use one of {', '.join(SERIES_EXECUTORS)}")
-    if executor == "processes" and not can_fork():
-        raise UsageError("--executor processes needs fork (Linux)", "use --executor threads")
-    if executor == "auto":
-        return jobs > 1 and nbytes >= AUTO_PROCESS_BYTES and can_fork()
-    return executor == "processes" and jobs > 1
+    jrows = [Row(t.index, t.name, tuple(t.infos), t.numel, t) for t in tensors]
+    state = None
+    if resume is not None:
+        from .engine.resume import open_resume
+        from .fingerprint import of_checkpoint
+
+        identity = {
+            "kind": REPORT_KIND, "inputs": [of_checkpoint(c).to_json() for c in (init, *rows)],
+            "tensors": [t.name for t in tensors], "final_row": fin_row, "tolerance": tolerance,
+            "semantics": semantics, "tool_version": __version__,
+        }  # fmt: skip
+        state = open_resume(resume, identity, {t.name: t.numel for t in tensors}, _decode)
+    try:
+        todo = jrows if state is None else [r for r in jrows if r.name not in state.done]
+
+        def done(row: Row, results: list[Any]) -> None:
+            if state is not None:
+                steps, split = results[0]
+                state.record(row.name, {"steps": steps.tolist(), "split": split.tolist()}, results[0])
+
+        job = Job(todo, [SeriesCounter(tolerance, semantics, nsteps, fin_row)], pick_chunk(jrows, chunk_elements),
+                  "series", progress, done)  # fmt: skip
+        fresh = {r.name: res[0] for r, res in zip(todo, ex.run(job))}
+        return [fresh[t.name] if state is None or t.name in fresh else state.done[t.name] for t in tensors]
+    finally:
+        if state is not None:
+            state.close()
+
+
+def _decode(obj: Any) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(obj["steps"], dtype=np.int64), np.asarray(obj["split"], dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Change size against the resolution of the stored dtype, computed in the same streaming pass as compare.
 
-Per tensor (:class:`ULPHistograms`, a :class:`~subnetscope.engine.ChunkConsumer`):
+Per tensor (:class:`ULPHistograms`, a :class:`~subnetscope.measures.compare.ChunkConsumer`):
 
 - ``hist``: the ULP distance between base and target, binned ``0, 1, 2, 3-4, 5-16, 17-256, >256`` plus
   ``nonfinite`` (a changed pair with NaN or Inf on a side). The ULP distance is the number of
@@ -183,7 +183,7 @@ class _Partial:
 
 
 class ULPHistograms:
-    """The :class:`~subnetscope.engine.ChunkConsumer` that computes the ULP and |Δ| histograms.
+    """The :class:`~subnetscope.measures.compare.ChunkConsumer` that computes the ULP and |Δ| histograms.
 
     Pass it to :func:`subnetscope.compare` (``consumers=[h]``), then :func:`attach` it to the report so the
     report carries the bin edges; or use :func:`compare_ulp`, which does both.

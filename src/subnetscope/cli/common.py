@@ -71,6 +71,46 @@ def chunk_option(f: F) -> F:
     )(f)
 
 
+def execution_options(f: F) -> F:
+    """``--executor``, ``--ray-address`` and ``--resume DIR``: the same for every pass command."""
+    f = click.option(
+        "--resume", type=click.Path(file_okay=False), default=None, metavar="DIR",
+        help="Keep finished tensors in DIR; rerun with the same DIR to continue an interrupted run.",
+    )(f)  # fmt: skip
+    f = click.option(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="With --executor ray: join this cluster (e.g. auto).",
+    )(f)
+    return click.option(
+        "--executor", type=click.Choice(["auto", "serial", "threads", "processes", "ray"]), default="auto",
+        show_default=True,
+        help="Where the pass runs: -j threads, -j local processes, or Ray tasks; auto: processes for a pass "
+        "of 1 GiB or more on Linux, else threads. The result is the same.",
+    )(f)  # fmt: skip
+
+
+def open_executor(executor: str, jobs: int | None, ray_address: str | None, resume: str | None) -> Any:
+    """The executor the execution options name; says on stderr how far a resumed run already got."""
+    if ray_address and executor != "ray":
+        from ..errors import UsageError
+
+        raise UsageError(
+            f"--ray-address is only used with --executor ray (got --executor {executor})",
+            "add --executor ray, or drop --ray-address",
+        )
+    from ..engine.executors import make_executor
+
+    ex = make_executor(executor, jobs, ray_address)
+    if resume:
+        from ..engine.resume import journaled
+
+        done = journaled(resume)
+        log(f"resume: {done} tensor(s) already done in {resume}" if done else f"resume: journal in {resume}")
+    return ex
+
+
 def emit_json(obj: Any) -> None:
     """Write a report's JSON to stdout (one element per line, see :func:`~subnetscope.report.schema.json_text`)."""
     from ..report.schema import json_text

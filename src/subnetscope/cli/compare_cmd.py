@@ -9,9 +9,11 @@ import click
 from .common import (
     chunk_option,
     emit_report,
+    execution_options,
     format_option,
     jobs_option,
     log,
+    open_executor,
     output_option,
     parse_tolerances,
     semantics_option,
@@ -47,24 +49,7 @@ from .common import (
 )
 @jobs_option
 @chunk_option
-@click.option(
-    "--executor",
-    type=click.Choice(["auto", "serial", "threads", "processes", "ray"]),
-    default="auto",
-    show_default=True,
-    help="Where the pass runs: -j threads, -j local processes, or Ray tasks; auto: processes for a pass "
-    "of 1 GiB or more on Linux, else threads. The report is the same.",
-)
-@click.option(
-    "--ray-address", default=None, metavar="ADDR", help="With --executor ray: join this cluster (e.g. auto)."
-)
-@click.option(
-    "--resume",
-    type=click.Path(file_okay=False),
-    default=None,
-    metavar="DIR",
-    help="Keep finished tensors' stats in DIR; rerun with the same DIR to continue an interrupted run.",
-)
+@execution_options
 @click.option(
     "--layers/--no-layers", default=True, show_default=True, help="Show the per-layer table (human format)."
 )
@@ -135,14 +120,7 @@ def compare(
 
         hist = ULPHistograms(check_tolerances(tols), step_size)
         consumers.append(hist)
-    from ..executors import make_executor
-
-    ex = make_executor(executor, jobs, ray_address)
-    if resume:
-        from ..resume import journaled
-
-        done = journaled(resume)
-        log(f"resume: {done} tensor(s) already done in {resume}" if done else f"resume: journal in {resume}")
+    ex = open_executor(executor, jobs, ray_address, resume)
     try:
         report = run_compare(
             sides[0],

@@ -10,9 +10,11 @@ from .common import (
     chunk_option,
     emit_json,
     emit_report,
+    execution_options,
     format_option,
     jobs_option,
     log,
+    open_executor,
     output_option,
     semantics_option,
 )
@@ -67,6 +69,7 @@ def mask_summary(report: Any, path: str, tol: float) -> dict[str, Any]:
 @format_option
 @jobs_option
 @chunk_option
+@execution_options
 def mask(
     base: str,
     target: str,
@@ -76,6 +79,9 @@ def mask(
     fmt: str,
     jobs: int | None,
     chunk_elements: int | None,
+    executor: str,
+    ray_address: str | None,
+    resume: str | None,
 ) -> None:
     """Write the mask of parameters updated from BASE to TARGET (one bit each) to -o FILE.
 
@@ -87,6 +93,7 @@ def mask(
     from ..report.table import fmt_tol, human_count, pct
 
     (t,) = check_tolerances([tol])
+    ex = open_executor(executor, jobs, ray_address, resume)
     report = run_compare(
         base,
         target,
@@ -97,6 +104,8 @@ def mask(
         mask_tolerance=t,
         progress=fmt == "human",
         chunk_elements=chunk_elements,
+        executor=ex,
+        resume=resume,
     )
     s = mask_summary(report, output, t)
     if fmt == "json":

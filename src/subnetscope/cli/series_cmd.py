@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_report, format_option, jobs_option, output_option, semantics_option
+from .common import (
+    emit_report,
+    execution_options,
+    format_option,
+    jobs_option,
+    open_executor,
+    output_option,
+    semantics_option,
+)
 
 
 @click.command("series")
@@ -24,13 +32,7 @@ from .common import emit_report, format_option, jobs_option, output_option, sema
     default=None,
     help="Elements per read and checkpoint (default 2Mi, less with many checkpoints).",
 )
-@click.option(
-    "--executor",
-    type=click.Choice(["auto", "threads", "processes"]),
-    default="auto",
-    show_default=True,
-    help="-j threads or -j forked processes (Linux); auto: processes for a series of 1 GiB or more.",
-)
+@execution_options
 def series(
     init: str,
     checkpoints: tuple[str, ...],
@@ -42,6 +44,8 @@ def series(
     jobs: int | None,
     chunk_elements: int | None,
     executor: str,
+    ray_address: str | None,
+    resume: str | None,
 ) -> None:
     """Sparsity dynamics of one training run: INIT, then its checkpoints in training order.
 
@@ -53,6 +57,7 @@ def series(
     from ..series import render
     from ..series import series as run_series
 
+    ex = open_executor(executor, jobs, ray_address, resume)
     report = run_series(  # checks the tolerance itself
         init,
         list(checkpoints),
@@ -62,6 +67,7 @@ def series(
         jobs=jobs,
         chunk_elements=chunk_elements,
         progress=fmt == "human",
-        executor=executor,
+        executor=ex,
+        resume=resume,
     )
     emit_report(report.to_json(), fmt, output, lambda: render(report))

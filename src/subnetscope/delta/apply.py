@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..dtypes import DTYPES
-from ..engine import default_jobs
+from ..engine.executors.base import default_jobs
 from ..errors import DeltaFormatError, UsageError
 from ..fingerprint import of_checkpoint
 from ..io.atomic import atomic_dir

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..engine import default_jobs
+from ..engine.executors.base import default_jobs
 from ..errors import UsageError
 from ..fingerprint import of_checkpoint
 from ..io.atomic import atomic_dir

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import DTYPES, TORCH_TO_CODE
-from ..engine import default_jobs
+from ..engine.executors.base import default_jobs
 from ..errors import MismatchError
 from ..fingerprint import compute
 from .encode import decode_positions, decode_values

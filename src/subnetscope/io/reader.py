@@ -4,7 +4,7 @@ Default (Linux): each chunk is a small read-only memory map of just that window 
 ``MAP_POPULATE`` so the kernel maps the page-cache pages in one go (measured here, one process, 2-8 MiB
 windows: 14-15 GB/s to map, 10-11 GB/s with the unmap, against ~1 GB/s for page faults on a plain map and
 5-6 GB/s for a ``preadv`` copy). Threads of one process serialise on mapping, so parallel passes run in
-forked processes (see :mod:`subnetscope.executors`). The window is unmapped as soon as the
+forked processes (see :mod:`subnetscope.engine.executors`). The window is unmapped as soon as the
 chunk is dropped, so resident memory stays a few chunks whatever the file size. Elsewhere, or with
 ``SUBNETSCOPE_READ=pread``, or for unaligned data, ``os.preadv`` copies into a reused buffer instead. The
 file size is checked before mapping, so a file truncated since it was indexed is a clear error, not SIGBUS.

@@ -26,8 +26,8 @@ import numpy as np
 
 from .. import __version__
 from ..comparison import CheckpointLike, check_tolerances, compare
-from ..engine import Thresholds, count_pair_chunk
 from ..maskfile import MaskFile
+from ..measures.compare import Thresholds, count_pair_chunk
 from ..naming import KINDS
 from ..plan import Pair
 from ..report.schema import Report

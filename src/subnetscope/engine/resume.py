@@ -1,26 +1,26 @@
-"""Resumable runs: ``compare --resume DIR`` keeps every finished tensor's stats, so an interrupted run
-(Ctrl-C, a lost node, a killed job) continues where it stopped and gives the same report as an
-uninterrupted one.
+"""Resumable passes: a directory keeps every finished row's result, so an interrupted run (Ctrl-C, a lost
+node, a killed job) continues where it stopped and gives the same result as an uninterrupted one. Every
+pass gets it the same way: the measure gives the run's *identity* and how to encode a row's result as
+JSON, and journals each row from the job's ``on_row_done`` hook (on the driver).
 
 ``DIR`` holds:
 
-- ``manifest.json``: the run's *key*, a sha256 over both inputs' fingerprints (names, shapes, dtypes and
-  sampled content, :mod:`subnetscope.fingerprint`), the tolerances, the semantics, the mask tolerance (or
-  none), the extra consumers (class, key and ``describe()``) and the tool version. A directory made for
-  other inputs or options is refused with :class:`ResumeMismatchError`, never mixed in.
-- ``tensors.jsonl``: one line per finished tensor, ``{"name": ..., "stats": <TensorStats JSON>}``. The
-  engine's ``PassOptions.on_tensor_done`` hook (:meth:`ResumeState.record`, called on the driver once a
-  tensor's last chunk is merged) queues the line; the queue is committed (mask bits ``fdatasync``-ed, the
-  lines appended in one ``write``, the journal ``fsync``-ed) at most every ``sync_seconds`` (1 s; 0 commits
-  every tensor) and when the run ends or is interrupted, so an fsync (~5 ms here) is not paid per tensor.
-  A hard kill or power loss costs at most the last second of tensors, which simply run again; a line cut
-  short is dropped on the next start.
-- ``mask.bits`` (only with a mask): every tensor's packed mask bits at fixed offsets (plan order), written
-  beside the mask file's own, and synced before the tensor's journal line; a resumed run copies the bits of
-  finished tensors into the new mask file, so the mask is byte-identical too.
+- ``manifest.json``: the run's *key*, a sha256 over its identity (for compare: both inputs' fingerprints,
+  names, shapes, dtypes and sampled content, :mod:`subnetscope.fingerprint`, the tolerances, the semantics,
+  the mask tolerance, the extra consumers and the tool version). A directory made for another run is
+  refused with :class:`ResumeMismatchError`, never mixed in.
+- ``tensors.jsonl``: one line per finished row, ``{"name": ..., "stats": <the row's result as JSON>}``.
+  :meth:`ResumeState.record` queues the line; the queue is committed (side bits ``fdatasync``-ed, the lines
+  appended in one ``write``, the journal ``fsync``-ed) at most every ``sync_seconds`` (1 s; 0 commits every
+  row) and when the run ends or is interrupted, so an fsync (~5 ms here) is not paid per row. A hard kill
+  or power loss costs at most the last second of rows, which simply run again; a line cut short is
+  dropped on the next start.
+- ``mask.bits`` (only for a pass that writes bits, such as a mask): every row's packed bits at fixed
+  offsets, written beside the output's own and synced before the row's journal line; a resumed run copies
+  the bits of finished rows into the new output, so it is byte-identical too.
 
-A finished run's directory can be kept: running again with it reads nothing but the fingerprints and
-returns the same report at once.
+A finished run's directory can be kept: running again with it reads nothing but what the identity needs
+and returns the same result at once.
 """
 
 from __future__ import annotations
@@ -30,19 +30,14 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .engine import MaskSink, PassOptions
-from .errors import SubnetscopeError
-from .fingerprint import of_checkpoint
-from .io.atomic import write_text_atomic
-from .plan import Pair, Plan
-from .stats import TensorStats
+from ..errors import SubnetscopeError
+from ..io.atomic import write_text_atomic
 
 FORMAT = "subnetscope.resume"
 FORMAT_VERSION = "1"
@@ -56,39 +51,17 @@ class ResumeMismatchError(SubnetscopeError):
     """A ``--resume`` directory made for other inputs or options, or not a resume directory at all."""
 
 
-def _consumer_id(c: Any) -> list[Any]:
-    ident: list[Any] = [f"{type(c).__module__}.{type(c).__qualname__}", getattr(c, "key", "")]
-    desc = getattr(c, "describe", None)
-    if callable(desc):
-        with contextlib.suppress(TypeError, ValueError):
-            ident.append(json.loads(json.dumps(desc(), sort_keys=True, default=str)))
-    return ident
-
-
-def run_identity(plan: Plan, opts: PassOptions, mask_tolerance: float | None) -> dict[str, Any]:
-    """What a resumable run is keyed on (see the module docs)."""
-    return {
-        "base": of_checkpoint(plan.base).to_json(),
-        "target": of_checkpoint(plan.target).to_json(),
-        "tolerances": [float(t) for t in opts.tolerances],
-        "semantics": opts.semantics,
-        "mask_tolerance": mask_tolerance,
-        "consumers": [_consumer_id(c) for c in opts.consumers],
-        "tool_version": __version__,
-    }
-
-
 def key_of(identity: dict[str, Any]) -> str:
     """sha256 of the identity's canonical JSON."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def _mask_layout(pairs: list[Pair]) -> tuple[dict[int, tuple[int, int]], int]:
-    out: dict[int, tuple[int, int]] = {}
+def _bits_layout(nbits: Mapping[str, int]) -> tuple[dict[str, tuple[int, int]], int]:
+    out: dict[str, tuple[int, int]] = {}
     pos = 0
-    for p in pairs:
-        nb = (p.numel + 7) // 8
-        out[p.index] = (pos, nb)
+    for name, n in nbits.items():
+        nb = (n + 7) // 8
+        out[name] = (pos, nb)
         pos += nb
     return out, pos
 
@@ -102,40 +75,28 @@ def journaled(directory: str | os.PathLike[str]) -> int:
         return sum(1 for line in f if line.endswith(b"\n"))
 
 
-class _Tee:
-    """A mask sink that also stores the bits in ``mask.bits`` at the tensor's offset."""
-
-    def __init__(self, inner: MaskSink, state: ResumeState) -> None:
-        self.inner = inner
-        self.state = state
-
-    def write(self, pair: Pair, start: int, packed: np.ndarray) -> None:
-        self.inner.write(pair, start, packed)
-        self.state._store_bits(pair, start, packed)
-
-
 class ResumeState:
     """An open resume directory; use :func:`open_resume` (and close it, or use it as a context manager)."""
 
     def __init__(
         self,
         directory: Path,
-        key: str,
         identity: dict[str, Any],
-        plan: Plan,
-        with_mask: bool,
+        rows: Mapping[str, int],
+        decode: Callable[[Any], Any],
+        with_bits: bool,
         sync_seconds: float = 1.0,
     ) -> None:
         self.directory = directory
         self.sync_seconds = sync_seconds
         self._queue: list[bytes] = []
         self._last_commit = time.monotonic()
-        self.key = key
-        self.plan = plan
-        self.with_mask = with_mask
-        self.done: dict[str, TensorStats] = {}
-        self._layout, self._mask_len = _mask_layout(plan.pairs)
-        self._by_name = {p.name: p for p in plan.pairs}
+        self.key = key_of(identity)
+        self.with_mask = with_bits
+        self.decode = decode
+        #: finished rows: name -> decoded result
+        self.done: dict[str, Any] = {}
+        self._layout, self._mask_len = _bits_layout(rows)
         self._open(identity)
 
     # -- opening --------------------------------------------------------------------------------------------
@@ -202,28 +163,25 @@ class ResumeState:
                 break  # after the final newline: empty, or a line cut short by a crash
             try:
                 obj = json.loads(line)
-                st = TensorStats.from_json(obj["stats"])
-                if obj["name"] not in self._by_name or st.name != obj["name"]:
-                    raise KeyError(obj["name"])
+                name = obj["name"]
+                if name not in self._layout:
+                    raise KeyError(name)
+                result = self.decode(obj["stats"])
             except (ValueError, KeyError, TypeError) as e:
                 raise ResumeMismatchError(
                     f"{path}: line {i + 1} is damaged ({e})", f"delete {self.directory} to start over"
                 ) from None
-            self.done[st.name] = st
+            self.done[name] = result
             good += len(line) + 1
         if good != len(raw):
             with open(path, "r+b") as f:
                 f.truncate(good)
 
     # -- during the run -------------------------------------------------------------------------------------
-    def pending(self, pairs: Iterable[Pair]) -> list[Pair]:
-        """The pairs not finished yet (in the order given)."""
-        return [p for p in pairs if p.name not in self.done]
-
-    def record(self, st: TensorStats) -> None:
-        """Journal one finished tensor (``PassOptions.on_tensor_done``); commits when ``sync_seconds`` passed."""
-        self._queue.append((json.dumps({"name": st.name, "stats": st.to_json()}) + "\n").encode())
-        self.done[st.name] = st
+    def record(self, name: str, encoded: Any, result: Any) -> None:
+        """Journal one finished row (``encoded`` its result as JSON); commits when ``sync_seconds`` passed."""
+        self._queue.append((json.dumps({"name": name, "stats": encoded}) + "\n").encode())
+        self.done[name] = result
         if time.monotonic() - self._last_commit >= self.sync_seconds:
             self.commit()
 
@@ -241,37 +199,24 @@ class ResumeState:
         self._queue.clear()
         self._last_commit = time.monotonic()
 
-    def _store_bits(self, pair: Pair, start: int, packed: np.ndarray) -> None:
-        assert self._mfd is not None
-        off, nb = self._layout[pair.index]
+    def store_bits(self, name: str, start: int, packed: np.ndarray) -> None:
+        """Keep packed bits of elements ``[start, ...)`` of row ``name`` (``start`` a multiple of 8)."""
+        if self._mfd is None:
+            raise ValueError("this resume state was opened without bits")
+        off, nb = self._layout[name]
         first = start // 8
         n = min(packed.size, nb - first)
         if n > 0:
             os.pwrite(self._mfd, np.ascontiguousarray(packed[:n]).data, off + first)
 
-    def tee(self, sink: MaskSink) -> MaskSink:
-        """``sink`` plus a copy of every bit into ``mask.bits``."""
-        if self._mfd is None:
-            raise ValueError("this resume state was opened without a mask")
-        return _Tee(sink, self)
-
-    def replay(self, sink: MaskSink) -> None:
-        """Write the stored mask bits of every finished tensor to ``sink``."""
+    def stored_bits(self, name: str) -> Iterator[tuple[int, np.ndarray]]:
+        """The kept bits of a finished row, as ``(first element, packed bits)`` pieces."""
         if self._mfd is None:
             return
-        for p in self.plan.pairs:
-            if p.name not in self.done:
-                continue
-            off, nb = self._layout[p.index]
-            for pos in range(0, nb, _COPY_BYTES):
-                n = min(_COPY_BYTES, nb - pos)
-                data = os.pread(self._mfd, n, off + pos)
-                sink.write(p, pos * 8, np.frombuffer(data, dtype=np.uint8))
-
-    def merged(self, fresh: list[TensorStats]) -> list[TensorStats]:
-        """Finished and fresh stats together, in plan order."""
-        new = {s.name: s for s in fresh}
-        return [self.done.get(p.name) or new[p.name] for p in self.plan.pairs]
+        off, nb = self._layout[name]
+        for pos in range(0, nb, _COPY_BYTES):
+            n = min(_COPY_BYTES, nb - pos)
+            yield pos * 8, np.frombuffer(os.pread(self._mfd, n, off + pos), dtype=np.uint8)
 
     def close(self) -> None:
         """Commit what is queued (also after an interruption: those tensors are finished) and close."""
@@ -296,16 +241,15 @@ class ResumeState:
 
 def open_resume(
     directory: str | os.PathLike[str],
-    plan: Plan,
-    opts: PassOptions,
-    mask_tolerance: float | None,
+    identity: dict[str, Any],
+    rows: Mapping[str, int],
+    decode: Callable[[Any], Any],
+    with_bits: bool = False,
     sync_seconds: float = 1.0,
 ) -> ResumeState:
-    """Open (or create) the resume directory of this run; refuse one made for another run.
+    """Open (or create) the resume directory of a run; refuse one made for another run.
 
-    ``mask_tolerance`` is None when the run writes no mask.
+    ``rows`` maps every row's name to its number of elements (the size of its kept bits, ``with_bits``);
+    ``decode`` turns a journaled JSON result back into the row's result.
     """
-    identity = run_identity(plan, opts, mask_tolerance)
-    return ResumeState(
-        Path(directory), key_of(identity), identity, plan, mask_tolerance is not None, sync_seconds
-    )
+    return ResumeState(Path(directory), identity, rows, decode, with_bits, sync_seconds)
