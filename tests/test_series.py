@@ -166,11 +166,11 @@ def _crash_in_workers(monkeypatch, marker, always=False):
     real = SeriesCounter.chunk
     driver = os.getpid()
 
-    def chunk(self, row, start, arrays):
+    def chunk(self, row, start, count, arrays):
         if os.getpid() != driver and start == 0 and (always or not marker.exists()):
             marker.write_text("x")
             os._exit(17)
-        return real(self, row, start, arrays)
+        return real(self, row, start, count, arrays)
 
     monkeypatch.setattr(SeriesCounter, "chunk", chunk)
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import __version__
 from .engine.job import Job, Row
+from .engine.run import Codec, run
 from .errors import MismatchError, UsageError
 from .io.checkpoint import INDEX_NAME, Checkpoint
 from .io.safetensors_header import TensorInfo
@@ -438,40 +439,33 @@ def _run(
     init: Checkpoint, rows: list[Checkpoint],
 ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """The pass on the engine: every tensor's counters, in order (finished ones from ``resume``)."""
+    from .fingerprint import of_checkpoint
     from .measures.series import SeriesCounter
     from .measures.series import chunk_elements as pick_chunk
 
     jrows = [Row(t.index, t.name, tuple(t.infos), t.numel, t) for t in tensors]
-    state = None
+    job = Job(jrows, [SeriesCounter(tolerance, semantics, nsteps, fin_row)], pick_chunk(jrows, chunk_elements),
+              "series", progress)  # fmt: skip
+    identity = None
     if resume is not None:
-        from .engine.resume import open_resume
-        from .fingerprint import of_checkpoint
-
         identity = {
             "kind": REPORT_KIND, "inputs": [of_checkpoint(c).to_json() for c in (init, *rows)],
             "tensors": [t.name for t in tensors], "final_row": fin_row, "tolerance": tolerance,
             "semantics": semantics, "tool_version": __version__,
         }  # fmt: skip
-        state = open_resume(resume, identity, {t.name: t.numel for t in tensors}, _decode)
-    try:
-        todo = jrows if state is None else [r for r in jrows if r.name not in state.done]
-
-        def done(row: Row, results: list[Any]) -> None:
-            if state is not None:
-                steps, split = results[0]
-                state.record(row.name, {"steps": steps.tolist(), "split": split.tolist()}, results[0])
-
-        job = Job(todo, [SeriesCounter(tolerance, semantics, nsteps, fin_row)], pick_chunk(jrows, chunk_elements),
-                  "series", progress, done)  # fmt: skip
-        fresh = {r.name: res[0] for r, res in zip(todo, ex.run(job))}
-        return [fresh[t.name] if state is None or t.name in fresh else state.done[t.name] for t in tensors]
-    finally:
-        if state is not None:
-            state.close()
+    return [r[0] for r in run(job, ex, resume, identity, _CODEC)]
 
 
-def _decode(obj: Any) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(obj["steps"], dtype=np.int64), np.asarray(obj["split"], dtype=np.int64)
+def _encode(results: list[Any]) -> Any:
+    steps, split = results[0]
+    return {"steps": steps.tolist(), "split": split.tolist()}
+
+
+def _decode(obj: Any) -> list[Any]:
+    return [(np.asarray(obj["steps"], dtype=np.int64), np.asarray(obj["split"], dtype=np.int64))]
+
+
+_CODEC = Codec(_encode, _decode)
 
 
 # ---------------------------------------------------------------------------------------------------------

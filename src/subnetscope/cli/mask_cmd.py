@@ -154,6 +154,8 @@ def mask(
     "--layers/--no-layers", default=True, show_default=True, help="Show the per-layer table (human format)."
 )
 @jobs_option
+@chunk_option
+@execution_options
 def overlap(
     masks: tuple[str, ...],
     base: str | None,
@@ -163,6 +165,10 @@ def overlap(
     output: str | None,
     layers: bool,
     jobs: int | None,
+    chunk_elements: int | None,
+    executor: str,
+    ray_address: str | None,
+    resume: str | None,
 ) -> None:
     """Overlap of two subnetworks against random baselines: o1, o2, Jaccard, z-scores.
 
@@ -180,7 +186,9 @@ def overlap(
             )
         if base is not None:
             raise UsageError("--base is implied by --deltas BASE T1 T2", "drop --base")
-        report = overlap_deltas(*deltas, tolerance=tol, jobs=jobs, progress=fmt == "human")
+        ex = open_executor(executor, jobs, ray_address, resume)
+        report = overlap_deltas(*deltas, tolerance=tol, progress=fmt == "human", chunk_elements=chunk_elements,
+                                executor=ex, resume=resume)  # fmt: skip
     else:
         src = click.get_current_context().get_parameter_source("tol")
         if src is not None and src.name == "COMMANDLINE":
@@ -192,5 +200,7 @@ def overlap(
                 f"expected two mask files, got {len(masks)}",
                 "usage: subnetscope overlap MASK1 MASK2 [--base BASE], or --deltas BASE T1 T2",
             )
-        report = run_overlap(masks[0], masks[1], base=base, jobs=jobs, progress=fmt == "human")
+        ex = open_executor(executor, jobs, ray_address, resume)
+        report = run_overlap(masks[0], masks[1], base=base, progress=fmt == "human", chunk_elements=chunk_elements,
+                             executor=ex, resume=resume)  # fmt: skip
     emit_report(report.to_json(), fmt, output, lambda: render(report, layers=layers))

@@ -9,8 +9,9 @@ cut (tested for every command and executor).
 
 The consumer contract (:class:`Consumer`):
 
-- ``chunk(row, start, arrays)``, on a worker: ``arrays[r]`` holds the raw bits of elements
-  ``[start, start + count)`` of input ``r`` (valid only during the call); returns a partial.
+- ``chunk(row, start, count, arrays)``, on a worker: ``arrays[r]`` holds the raw bits of elements
+  ``[start, start + count)`` of input ``r`` (valid only during the call; shorter where that input has fewer
+  elements, and packed bytes, 1 bit an element, for an input marked ``packed``); returns a partial.
 - ``merge(row, state, partial)``, on the driver: fold a partial into the row's state (None at first).
   ``partial`` may also be the folded state of several chunks from one worker, so ``merge`` must be
   associative: states and partials are the same kind of value.
@@ -18,6 +19,10 @@ The consumer contract (:class:`Consumer`):
   and Ray workers): like ``merge`` but without driver-side effects; defaults to ``merge``. A consumer that
   writes to a driver-side sink (the mask file) does it in ``merge`` and only collects in ``fold``.
 - ``finish(row, state)``, on the driver once the row's last chunk is merged: the row's result.
+
+An *ordered* row (``Row.ordered``) is one unit of work: its chunks go to ``chunk`` in order, on one thread,
+with nothing else in between on that thread, so a consumer may keep running state for it (a sha256 of the
+bytes) in a thread-local until its last chunk. Rows that need no order are cut into independent chunks.
 """
 
 from __future__ import annotations
@@ -38,19 +43,38 @@ class Row:
     index: int  #: position in the pass (results come back in this order)
     name: str
     infos: tuple[TensorInfo, ...]  #: where its bytes are, one per input
-    numel: int  #: elements read from each input (a leading range of every info)
+    numel: int  #: elements of the row (each input is read over its leading ``numel`` elements, or fewer)
     payload: Any = None  #: the measure's own description of the row (e.g. a compare ``Pair``)
+    ordered: bool = False  #: its chunks go to the consumers in order, on one thread (see the module docs)
+    packed: tuple[bool, ...] = ()  #: per input: it holds packed bits (1 per element, little bit order)
 
     @property
     def nbytes(self) -> int:
         """Bytes read for this row, all inputs together."""
-        return self.numel * sum(i.dtype.itemsize for i in self.infos)
+        return self.bytes_of(0, self.numel)
+
+    def is_packed(self, r: int) -> bool:
+        """Whether input ``r`` holds packed bits."""
+        return r < len(self.packed) and self.packed[r]
+
+    def extent(self, r: int, start: int, count: int) -> tuple[int, int]:
+        """The stored elements of input ``r`` that hold row elements ``[start, start + count)``."""
+        if self.is_packed(r):
+            first, last = start // 8, (start + count + 7) // 8
+        else:
+            first, last = start, start + count
+        n = self.infos[r].numel
+        return min(first, n), max(0, min(last, n) - min(first, n))
+
+    def bytes_of(self, start: int, count: int) -> int:
+        """Bytes read for row elements ``[start, start + count)``, all inputs together."""
+        return sum(self.extent(r, start, count)[1] * i.dtype.itemsize for r, i in enumerate(self.infos))
 
 
 class Consumer(Protocol):
     """Something computed from every chunk of a pass (see the module docs)."""
 
-    def chunk(self, row: Row, start: int, arrays: Sequence[np.ndarray]) -> Any:
+    def chunk(self, row: Row, start: int, count: int, arrays: Sequence[np.ndarray]) -> Any:
         """Partial result of one chunk (on a worker)."""
 
     def merge(self, row: Row, state: Any, partial: Any) -> Any:
@@ -85,7 +109,9 @@ class Job:
         return sum(r.nbytes for r in self.rows)
 
     def chunks_of(self, row: Row, chunk: int | None = None) -> int:
-        """How many chunks ``row`` is read in (an empty row still has one, so it gets finished)."""
+        """How many units ``row`` is read in (an empty or ordered row has one, so it gets finished)."""
+        if row.ordered:
+            return 1
         c = chunk or self.chunk
         return max(1, -(-row.numel // c))
 
@@ -95,10 +121,12 @@ Unit = tuple[int, int, int]
 
 
 def units(rows: Sequence[Row], chunk: int) -> Iterator[Unit]:
-    """Every chunk of every row, in row order (an empty row yields one empty unit)."""
+    """Every chunk of every row, in row order (an empty row yields one empty unit, an ordered row one
+    unit for all of it)."""
     for i, r in enumerate(rows):
-        if r.numel == 0:
-            yield i, 0, 0
+        if r.numel == 0 or r.ordered:
+            yield i, 0, r.numel
+            continue
         for s in range(0, r.numel, chunk):
             yield i, s, min(chunk, r.numel - s)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..io.reader import ChunkReader, FileHandles
-from .job import Job, Unit, fold_of
+from .job import Job, Row, Unit, fold_of
 
 
 class UnitRunner:
@@ -33,14 +33,24 @@ class UnitRunner:
             rs = self._local.readers = [ChunkReader(self.handles, self.chunk * 8) for _ in range(self.width)]
         return rs
 
+    def _chunk(self, row: Row, start: int, count: int) -> list[Any]:
+        readers = self._readers()
+        arrays = []
+        for r, info in enumerate(row.infos):
+            first, n = row.extent(r, start, count)
+            arrays.append(readers[r].read(info, first, n))
+        return [c.chunk(row, start, count, arrays) for c in self.job.consumers]
+
     def run(self, unit: Unit) -> tuple[int, int, list[Any]]:
-        """``(row position, bytes read, one partial per consumer)`` of one unit."""
+        """``(row position, bytes read, one partial per consumer)`` of one unit (an ordered row's unit is
+        read chunk by chunk, in order, and folded)."""
         i, start, count = unit
         row = self.job.rows[i]
-        readers = self._readers()
-        arrays = [readers[r].read(info, start, count) for r, info in enumerate(row.infos)]
-        partials = [c.chunk(row, start, arrays) for c in self.job.consumers]
-        return i, count * sum(info.dtype.itemsize for info in row.infos), partials
+        partials = self._chunk(row, start, min(count, self.chunk))
+        for s in range(start + self.chunk, start + count, self.chunk):
+            more = self._chunk(row, s, min(self.chunk, start + count - s))
+            partials = [f(row, p, q) for f, p, q in zip(self._folds, partials, more)]
+        return i, row.bytes_of(start, count), partials
 
     def run_group(self, group: Iterable[Unit]) -> list[tuple[int, int, int, list[Any]]]:
         """Every unit of ``group``, folded per row: ``(row position, chunks, bytes, states)`` per row."""

@@ -173,11 +173,12 @@ class PairCounter:
                 z = np.zeros(8, dtype=dt.bits_dtype)
                 count_pair_chunk(pair, z, z, self.th, self.want_mask)
 
-    def chunk(self, row: Row, start: int, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Any]]:
+    def chunk(
+        self, row: Row, start: int, count: int, arrays: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, list[Any]]:
         """Counters and mask bits of one chunk."""
         pair: Pair = row.payload
         a, b = arrays
-        count = a.shape[0]
         out, mask = count_pair_chunk(pair, a, b, self.th, self.want_mask)
         pieces: list[Any] = []
         if mask is not None:
@@ -215,7 +216,7 @@ class PairConsumer:
     def __init__(self, inner: ChunkConsumer) -> None:
         self.inner = inner
 
-    def chunk(self, row: Row, start: int, arrays: Sequence[np.ndarray]) -> Any:
+    def chunk(self, row: Row, start: int, count: int, arrays: Sequence[np.ndarray]) -> Any:
         """The inner consumer's partial."""
         return self.inner.chunk(row.payload, start, arrays[0], arrays[1])
 

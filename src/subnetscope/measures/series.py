@@ -52,11 +52,13 @@ class SeriesCounter:
         self.__dict__.update(state)
         self._local = threading.local()
 
-    def chunk(self, row: Row, start: int, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def chunk(
+        self, row: Row, start: int, count: int, arrays: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Counters of one chunk."""
         out = np.zeros((self.nsteps, NSTEP), np.int64)
         split = np.zeros(NSPLIT, np.int64)
-        n = arrays[0].shape[0] if arrays else 0
+        n = count
         if n == 0:
             return out, split
         d = row.infos[0].dtype

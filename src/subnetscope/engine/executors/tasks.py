@@ -112,7 +112,7 @@ def make_tasks(job: Job, chunk: int, workers: int, max_elements: int | None = No
                     raise CheckpointFormatError(
                         f"{f}: cannot stat ({e.strerror})", "check the file"
                     ) from None
-        nbytes = sum(c * sum(x.dtype.itemsize for x in job.rows[i].infos) for i, _, c in g)
+        nbytes = sum(job.rows[i].bytes_of(s, c) for i, s, c in g)
         tasks.append(Task(k, tuple(g), tuple((f, sizes[f]) for f in files), nbytes, job.rows[g[0][0]].name))
     return tasks
 

@@ -1,0 +1,1 @@
+"""Result types: what a measure returns, and its versioned JSON form (no rendering here)."""
