@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, format_option, jobs_option
+from .common import emit_json, execution_options, format_option, jobs_option, open_executor
 
 
 def _size(n: int) -> str:
@@ -70,6 +70,7 @@ def delta() -> None:
 )
 @jobs_option
 @format_option
+@execution_options
 def export(
     base: str,
     target: str,
@@ -79,6 +80,9 @@ def export(
     chunk_elements: int,
     jobs: int | None,
     fmt: str,
+    executor: str,
+    ray_address: str | None,
+    resume: str | None,
 ) -> None:
     """Write the delta that rebuilds TARGET from BASE into the directory OUTPUT.
 
@@ -88,9 +92,10 @@ def export(
 
     if chunk_elements % 8:
         raise click.BadParameter("must be a multiple of 8", param_hint="--chunk-elements")
+    ex = open_executor(executor, jobs, ray_address, resume)
     res = export_delta(
-        base, target, output, jobs=jobs, chunk_elements=chunk_elements, zstd_level=level,
-        overwrite=overwrite, progress=fmt == "human",
+        base, target, output, chunk_elements=chunk_elements, zstd_level=level, overwrite=overwrite,
+        progress=fmt == "human", executor=ex, resume=resume,
     )  # fmt: skip
     j = res.to_json()
     if fmt == "json":

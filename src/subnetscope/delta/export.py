@@ -1,39 +1,48 @@
 """``export_delta``: BASE + TARGET → a delta directory, in one streaming pass over both.
 
-Every TARGET tensor is read chunk by chunk (raw bits, through ``io.reader.ChunkReader``) and hashed;
-a tensor the base also has with the same shape and dtype is compared bit for bit with the base's chunk
-and only the changed positions and their new values are stored; any other tensor is stored whole.
-Tensors run on a pool of threads (largest first); each chunk's blobs are appended to the data file as
-soon as they are encoded, so memory stays at a few chunks per thread whatever the model size.
+Every TARGET tensor is a row of the engine (:mod:`subnetscope.engine`), read chunk by chunk and hashed
+in order (an *ordered* row); a tensor the base also has with the same shape and dtype is compared bit for
+bit with the base's chunk and only the changed positions and their new values are stored; any other
+tensor is stored whole. Any executor runs it; each chunk's blobs go to the worker's spill file as soon as
+they are encoded and are laid out in TARGET's storage order at the end (:mod:`.spill`), so memory stays at
+a few chunks per worker whatever the model size and the delta's bytes do not depend on the executor. With
+``resume`` the spill files and the finished tensors live in the resume directory (:mod:`subnetscope.engine.resume`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .. import __version__
-from ..engine.executors.base import default_jobs
+from ..engine.job import Job, Row
+from ..engine.run import Codec, run
 from ..errors import UsageError
 from ..fingerprint import of_checkpoint
 from ..io.atomic import atomic_dir
 from ..io.checkpoint import Checkpoint
-from ..io.reader import DEFAULT_CHUNK_ELEMENTS, ChunkReader, FileHandles
+from ..io.reader import DEFAULT_CHUNK_ELEMENTS
 from ..io.safetensors_header import TensorInfo
 from ..plan import natural_key
-from ..progress import progress_bar
 from ..refs import load_checkpoint
 from ..report.schema import SCHEMA_VERSION
-from .encode import EncodedChunk, encode_chunk, encode_whole
+from .encode import encode_chunk, encode_whole
 from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, write_manifest
 from .sidefiles import copy_side_files, side_files
+from .spill import Spiller, SpillRef, assemble, spill_files
 from .store import DEFAULT_MAX_FILE_BYTES, DataWriter
+
+if TYPE_CHECKING:
+    from ..engine.executors.base import Executor
 
 #: zstd level of the blobs: level 1 compresses weight bytes as well as higher levels, and faster
 DEFAULT_LEVEL = 1
@@ -96,6 +105,65 @@ def _reason(t: TensorInfo, b: TensorInfo | None) -> str | None:
     return None
 
 
+class DeltaEncoder:
+    """The export as an engine consumer: per chunk the hash of TARGET's bits and the encoded blobs' refs."""
+
+    def __init__(self, level: int, spiller: Spiller) -> None:
+        self.level = level
+        self.spiller = spiller
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"level": self.level, "spiller": self.spiller}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def chunk(
+        self, row: Row, start: int, count: int, arrays: Sequence[np.ndarray]
+    ) -> tuple[list[SpillRef], str]:
+        """Encode one chunk (rows are ordered: the running sha256 lives in a thread-local)."""
+        if start == 0:
+            self._local.h = hashlib.sha256()
+        h = self._local.h
+        tb = arrays[0]
+        h.update(tb.data)
+        enc = encode_whole(tb, self.level) if len(arrays) == 1 else encode_chunk(arrays[1], tb, self.level)
+        refs = [self.spiller.put(start // row.payload[3], enc)] if enc is not None and count else []
+        return refs, h.hexdigest() if start + count >= row.numel else ""
+
+    def merge(self, row: Row, state: Any, partial: Any) -> tuple[list[SpillRef], str]:
+        """Collect the chunks' refs; the digest comes with the last one."""
+        if state is None:
+            return list(partial[0]), partial[1]
+        return state[0] + partial[0], partial[1] or state[1]
+
+    def finish(self, row: Row, state: Any) -> tuple[list[SpillRef], str]:
+        """The tensor's refs and sha256."""
+        if not row.numel:  # an empty tensor: nothing was read
+            return [], hashlib.sha256().hexdigest()
+        return state
+
+
+def _encoding(entry: TensorEntry, nchunks: int) -> str:
+    if entry.reason is not None:
+        return "whole"
+    if not entry.chunks:
+        return "unchanged"
+    if len(entry.chunks) == nchunks and all(c.positions == "all" for c in entry.chunks):
+        return "dense"
+    return "sparse"
+
+
+def _codec(spill_dir: Path) -> Codec:
+    return Codec(
+        lambda res: {"refs": [r.to_json() for r in res[0][0]], "sha256": res[0][1]},
+        lambda obj: [([SpillRef.from_json(r) for r in obj["refs"]], str(obj["sha256"]))],
+        lambda res: spill_files(res[0][0], spill_dir),
+    )
+
+
 def export_delta(
     base: str | os.PathLike[str] | Checkpoint,
     target: str | os.PathLike[str] | Checkpoint,
@@ -107,15 +175,23 @@ def export_delta(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     overwrite: bool = False,
     progress: bool = False,
+    executor: str | Executor | None = None,
+    ray_address: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Write the bit-exact delta that rebuilds ``target`` from ``base`` into the directory ``out_dir``.
 
     ``base`` and ``target`` are checkpoints (path, hub id, or an opened :class:`Checkpoint`). The
     directory appears atomically, holding ``delta.json``, the data files and TARGET's config and
-    tokenizer files. Nothing is read into memory beyond a few chunks of ``chunk_elements`` per thread.
+    tokenizer files. Nothing is read into memory beyond a few chunks of ``chunk_elements`` per worker.
+    ``executor`` / ``ray_address`` choose where the pass runs and ``resume`` keeps finished tensors, as for
+    :func:`subnetscope.compare`; the delta's bytes do not depend on either.
     """
+    from ..engine.executors.base import resolve
+
     if chunk_elements < 8 or chunk_elements % 8:
         raise UsageError(f"chunk_elements={chunk_elements}", "use a positive multiple of 8")
+    ex = resolve(executor, jobs, ray_address)
     bck, tck = _as_checkpoint(base), _as_checkpoint(target)
     out = Path(out_dir)
     for ck in (bck, tck):
@@ -125,71 +201,46 @@ def export_delta(
                 f"{out}: is an input checkpoint's directory", "write the delta to a new directory"
             )
     order = _storage_order(tck)
-    plan = [(t, bck.tensors.get(t.name), _reason(t, bck.tensors.get(t.name))) for t in order]
+    chunk = chunk_elements
+    rows = []
+    for k, t in enumerate(order):
+        b = bck.tensors.get(t.name)
+        reason = _reason(t, b)
+        infos = (t,) if reason is not None or b is None else (t, b)
+        rows.append(Row(k, t.name, infos, t.numel, (t, b, reason, chunk), ordered=True))
     removed = [
         {"name": n, "shape": list(bck.tensors[n].shape), "dtype": bck.tensors[n].dtype.code}
         for n in sorted(set(bck.tensors) - set(tck.tensors), key=natural_key)
     ]
     base_fp = of_checkpoint(bck)
-    nthreads = jobs or default_jobs()
-    chunk = chunk_elements
-    local = threading.local()
-    bar_lock = threading.Lock()
-    total = sum(t.nbytes + (t.nbytes if r is None else 0) for t, _b, r in plan)
 
-    with atomic_dir(out, overwrite=overwrite) as tmp, FileHandles() as handles:
-        writer = DataWriter(tmp, max_file_bytes)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        spill_dir = Path(resume) / "spill" if resume is not None else tmp / ".spill"
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        identity = {"kind": "subnetscope.delta_export", "base": base_fp.to_json(),
+                    "target": of_checkpoint(tck).to_json(), "chunk_elements": chunk, "zstd_level": zstd_level,
+                    "tool_version": __version__}  # fmt: skip
+        spiller = Spiller(spill_dir)
+        job = Job(rows, [DeltaEncoder(zstd_level, spiller)], chunk, "delta export", progress)
         try:
-            with progress_bar(total, "delta export", enabled=progress, unit="B") as bar:
-
-                def readers() -> tuple[ChunkReader, ChunkReader]:
-                    r = getattr(local, "r", None)
-                    if r is None:
-                        r = local.r = (ChunkReader(handles, chunk * 8), ChunkReader(handles, chunk * 8))
-                    return r
-
-                def work(t: TensorInfo, b: TensorInfo | None, reason: str | None) -> TensorEntry:
-                    rt, rb = readers()
-                    h = hashlib.sha256()
-                    entry = TensorEntry(t.name, t.shape, t.dtype.code, "", "whole", 0, reason)
-                    n = t.numel
-                    for i, s in enumerate(range(0, n, chunk)):
-                        c = min(chunk, n - s)
-                        tb = rt.read(t, s, c)
-                        h.update(tb.data)
-                        enc: EncodedChunk | None
-                        if b is None or reason is not None:
-                            enc = encode_whole(tb, zstd_level)
-                        else:
-                            enc = encode_chunk(rb.read(b, s, c), tb, zstd_level)
-                        if enc is not None:
-                            entry.chunks.append(writer.append(i, enc))
-                            entry.changed += enc.changed
-                        with bar_lock:
-                            bar.update(c * t.dtype.itemsize * (1 if reason is not None else 2))
-                    entry.sha256 = h.hexdigest()
-                    if reason is None:
-                        nchunks = -(-n // chunk)
-                        if not entry.chunks:
-                            entry.encoding = "unchanged"
-                        elif len(entry.chunks) == nchunks and all(c.positions == "all" for c in entry.chunks):
-                            entry.encoding = "dense"
-                        else:
-                            entry.encoding = "sparse"
-                    return entry
-
-                by_size = sorted(plan, key=lambda p: -p[0].nbytes)
-                with ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="subnetscope-delta") as ex:
-                    futures = {p[0].name: ex.submit(work, *p) for p in by_size}
-                    try:
-                        entries = {name: f.result() for name, f in futures.items()}
-                    except BaseException:
-                        for f in futures.values():
-                            f.cancel()
-                        raise
+            results = run(job, ex, resume, identity, _codec(spill_dir))
+        finally:
+            spiller.close()
+        writer = DataWriter(tmp, max_file_bytes)
+        tensors = []
+        try:
+            for row, res in zip(rows, results):
+                t, _b, reason, _c = row.payload
+                refs, digest = res[0]
+                entry = TensorEntry(t.name, t.shape, t.dtype.code, digest, "whole", 0, reason)
+                entry.chunks = assemble(refs, spill_dir, writer)
+                entry.changed = sum(c.changed for c in entry.chunks)
+                entry.encoding = _encoding(entry, -(-t.numel // chunk))
+                tensors.append(entry)
         finally:
             files = writer.close()
-        tensors = [entries[t.name] for t, _b, _r in plan]
+        if resume is None:
+            shutil.rmtree(spill_dir)
         # what a rebuild reads from the base: known only now (a densely changed tensor is not read)
         patch_fp = of_checkpoint(bck, [t.name for t in tensors if t.encoding in FROM_BASE])
         manifest = Manifest(

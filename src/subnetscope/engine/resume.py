@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,7 @@ class ResumeState:
         self.directory = directory
         self.sync_seconds = sync_seconds
         self._queue: list[bytes] = []
+        self._durable: set[str] = set()
         self._last_commit = time.monotonic()
         self.key = key_of(identity)
         self.with_mask = with_bits
@@ -178,8 +179,13 @@ class ResumeState:
                 f.truncate(good)
 
     # -- during the run -------------------------------------------------------------------------------------
-    def record(self, name: str, encoded: Any, result: Any) -> None:
-        """Journal one finished row (``encoded`` its result as JSON); commits when ``sync_seconds`` passed."""
+    def record(
+        self, name: str, encoded: Any, result: Any, durable: Iterable[str | os.PathLike[str]] = ()
+    ) -> None:
+        """Journal one finished row (``encoded`` its result as JSON); commits when ``sync_seconds`` passed.
+
+        ``durable``: files the result points into; they are synced before the row's line is written."""
+        self._durable.update(str(p) for p in durable)
         self._queue.append((json.dumps({"name": name, "stats": encoded}) + "\n").encode())
         self.done[name] = result
         if time.monotonic() - self._last_commit >= self.sync_seconds:
@@ -191,6 +197,13 @@ class ResumeState:
             return
         if self._mfd is not None:
             getattr(os, "fdatasync", os.fsync)(self._mfd)
+        for path in sorted(self._durable):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                getattr(os, "fdatasync", os.fsync)(fd)
+            finally:
+                os.close(fd)
+        self._durable.clear()
         view = memoryview(b"".join(self._queue))
         while view:
             n = os.write(self._jfd, view)

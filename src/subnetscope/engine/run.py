@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ class Codec:
 
     encode: Callable[[list[Any]], Any]
     decode: Callable[[Any], list[Any]]
+    #: files a row's results point into, made durable before its journal line (e.g. spilled blobs)
+    files: Callable[[list[Any]], Iterable[str | os.PathLike[str]]] | None = None
 
 
 def run(
@@ -48,7 +50,8 @@ def run(
         inner = job.on_row_done
 
         def done(row: Row, results: list[Any]) -> None:
-            state.record(row.name, codec.encode(results), results)
+            files = codec.files(results) if codec.files is not None else ()
+            state.record(row.name, codec.encode(results), results, durable=files)
             if inner is not None:
                 inner(row, results)
 

@@ -11,6 +11,7 @@ so the driver holds at most that many results.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
 import socket
@@ -136,7 +137,8 @@ class RayExecutor:
                             ) from None
                         if res.error is not None:
                             raise_remote(res.error)
-                        for i, chunks, nbytes, states in res.rows:
+                        # Ray hands back read-only views of its object store: the reduce owns writable copies
+                        for i, chunks, nbytes, states in copy.deepcopy(res.rows):
                             red.add(i, chunks, nbytes, states)
                         workers.add(res.worker)
                         rss = max(rss, res.maxrss_kib)

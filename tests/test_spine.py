@@ -1,0 +1,178 @@
+"""One engine under every pass: each pass gives the same result on every executor, and a run killed with
+SIGKILL and resumed gives the same result as an uninterrupted one."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import subnetscope
+from factory import perturb, save_checkpoint
+from scale_helpers import comparable
+from subnetscope.delta import export_delta
+from subnetscope.engine.executors import ProcessExecutor, RayExecutor, SerialExecutor, ThreadExecutor
+from subnetscope.overlap import overlap, overlap_deltas
+from subnetscope.series import series
+
+TOLS = [1e-8, 1e-6, 1e-5]
+FORK = sys.platform.startswith("linux")
+
+
+def executors():
+    """One of each executor, with small tasks so that work is cut across tensors and completes in any order."""
+    out = [SerialExecutor(), ThreadExecutor(jobs=3)]
+    if FORK:
+        out.append(ProcessExecutor(jobs=2, task_elements=2000))
+    return out
+
+
+def tree_digest(d: Path) -> dict[str, str]:
+    """sha256 of every file under ``d`` (relative names)."""
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def trio(llama_pair, tmp_path_factory):
+    """base, target (the shared pair) and a second finetune of base, plus two masks."""
+    bdir, tdir, base, target, _ = llama_pair
+    root = tmp_path_factory.mktemp("trio")
+    t2, _ = perturb(base, 0.1, seed=7)
+    t2dir = save_checkpoint(t2, root / "t2", shards=1)
+    m1, m2 = root / "1.mask", root / "2.mask"
+    subnetscope.compare(bdir, tdir, [1e-5], mask_out=m1, executor="serial")
+    subnetscope.compare(bdir, t2dir, [1e-5], mask_out=m2, executor="serial")
+    return bdir, tdir, t2dir, m1, m2
+
+
+def passes(trio, out: Path):
+    """Every pass, as ``name -> fn(executor) -> comparable result``."""
+    bdir, tdir, t2dir, m1, m2 = trio
+    n = itertools.count()
+
+    def cmp(ex):
+        mask = out / f"m{next(n)}"
+        r = subnetscope.compare(bdir, tdir, TOLS, mask_out=mask, executor=ex)
+        return comparable(r.to_json()), mask.read_bytes()
+
+    def delta(ex):
+        d = out / f"d{next(n)}"
+        export_delta(bdir, tdir, d, chunk_elements=512, executor=ex)
+        return tree_digest(d)
+
+    return {
+        "compare+mask": cmp,
+        "series": lambda ex: series(bdir, [tdir, t2dir], executor=ex, chunk_elements=512).to_json(),
+        "overlap": lambda ex: overlap(m1, m2, base=bdir, executor=ex, chunk_elements=512).to_json(),
+        "overlap-deltas": lambda ex: overlap_deltas(
+            bdir, tdir, t2dir, executor=ex, chunk_elements=512
+        ).to_json(),
+        "delta-export": delta,
+    }
+
+
+@pytest.mark.parametrize("name", ["compare+mask", "series", "overlap", "overlap-deltas", "delta-export"])
+def test_every_pass_gives_the_same_result_on_every_executor(trio, tmp_path, name):
+    fn = passes(trio, tmp_path)[name]
+    want = fn(SerialExecutor())
+    for ex in executors():
+        assert fn(ex) == want, f"{name} on {ex.name}"
+
+
+@pytest.mark.slow
+def test_every_pass_gives_the_same_result_on_ray(trio, tmp_path):
+    ray = pytest.importorskip("ray")
+    tests_dir = str(Path(__file__).parent)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = tests_dir + (os.pathsep + old if old else "")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+    try:
+        for name, fn in passes(trio, tmp_path).items():
+            assert fn(RayExecutor(task_elements=2000)) == fn(SerialExecutor()), name
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+# -- SIGKILL, then --resume --------------------------------------------------------------------------------
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from subnetscope.engine import resume
+    real = resume.ResumeState.record
+    def record(self, *a, **k):
+        real(self, *a, **k)
+        self.commit()
+        if len(self.done) >= int(os.environ["KILL_AFTER"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    resume.ResumeState.record = record
+    from subnetscope.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _cli(args, env=None, killer: Path | None = None):
+    cmd = [sys.executable, str(killer)] if killer else [sys.executable, "-m", "subnetscope"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"] if FORK else ["threads"])
+def test_series_killed_then_resumed_equals_an_uninterrupted_run(trio, tmp_path, executor):
+    bdir, tdir, t2dir, *_ = trio
+    args = ["series", bdir, tdir, t2dir, "--format", "json", "--executor", executor, "-j", "2",
+            "--chunk-elements", "512"]  # fmt: skip
+    want = _cli(args)
+    assert want.returncode == 0, want.stderr
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    res = tmp_path / "resume"
+    env = dict(os.environ, KILL_AFTER="5")
+    dead = _cli([*args, "--resume", res], env, killer)
+    assert dead.returncode == -signal.SIGKILL
+    lines = (res / "tensors.jsonl").read_text().splitlines()
+    assert 5 <= len(lines) < len(json.loads(want.stdout)["tensors"])  # killed part-way, its rows journaled
+    again = _cli([*args, "--resume", res])
+    assert again.returncode == 0, again.stderr
+    assert "tensor(s) already done" in again.stderr
+    assert json.loads(again.stdout) == json.loads(want.stdout)
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"] if FORK else ["threads"])
+def test_delta_export_killed_then_resumed_writes_the_same_bytes(trio, tmp_path, executor):
+    bdir, tdir, *_ = trio
+    ref = tmp_path / "ref"
+    ok = _cli(["delta", "export", bdir, tdir, "-o", ref, "--format", "json"])
+    assert ok.returncode == 0, ok.stderr
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    out, res = tmp_path / "out", tmp_path / "resume"
+    args = ["delta", "export", bdir, tdir, "-o", out, "--executor", executor, "-j", "2", "--resume", res]
+    dead = _cli(args, dict(os.environ, KILL_AFTER="4"), killer)
+    assert dead.returncode == -signal.SIGKILL
+    assert not out.exists()  # the output appears only when complete
+    assert len((res / "tensors.jsonl").read_text().splitlines()) >= 4
+    again = _cli(args)
+    assert again.returncode == 0, again.stderr
+    assert tree_digest(out) == tree_digest(ref)
+    # a finished resume directory can be kept: running again reads it back, with the same bytes
+    out2 = tmp_path / "out2"
+    third = _cli(["delta", "export", bdir, tdir, "-o", out2, "--resume", res])
+    assert third.returncode == 0, third.stderr
+    assert tree_digest(out2) == tree_digest(ref)
