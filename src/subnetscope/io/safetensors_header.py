@@ -212,8 +212,8 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     metadata: dict[str, str] = dict(meta_raw)
     spans: list[tuple[int, int, str, str, tuple[int, ...]]] = []
     for name, entry in obj.items():
-        code, shape, (begin, end) = _entry(p, name, entry, redownload)
-        spans.append((begin, end, name, code, tuple(shape)))
+        code, dims, (begin, end) = _entry(p, name, entry, redownload)
+        spans.append((begin, end, name, code, tuple(dims)))
     pos, prev = 0, ""
     for begin, end, name, code, shape in sorted(spans, key=lambda s: (s[0], s[1])):
         if begin < pos:

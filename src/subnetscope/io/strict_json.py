@@ -36,7 +36,7 @@ class StrictJSONError(ValueError):
     """A JSON text refused by :func:`loads` (too deep, or outside serde_json's rules)."""
 
 
-class StrictObject(dict):  # type: ignore[type-arg]
+class StrictObject(dict[str, Any]):
     """A decoded JSON object in which some keys appeared more than once (the last value was kept)."""
 
     duplicates: tuple[str, ...] = ()
