@@ -26,9 +26,17 @@ MAX_DEPTH = 127
 
 # a JSON string, from its opening quote to its closing one (or to the end of an unterminated one); the
 # possessive repeat never backtracks, so the scan is linear whatever the text
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"?', re.S)
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.S)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# the only way a surrogate gets into decoded JSON text: a \\uD800-\\uDFFF escape (UTF-8 cannot encode one)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# where Python's and serde_json's numbers can differ: -0, 19+ digits (beyond 64 bits, or beyond float64
+# once there are 309), a 3-digit exponent, NaN / Infinity; text without any of these needs no number hooks.
+# Searched as plain substrings of the text with every digit mapped to 0 (a regex is several times slower)
+_DIGITS_TO_0 = bytes.maketrans(b"123456789E", b"000000000e")
+_NUMBER_RISKS = (b"0" * 19, b"e000", b"e+000", b"e-000", b"NaN", b"Infinity")
+_MINUS_ZERO = re.compile(rb"-0(?![0-9.eE])")
 _CHUNK = 1 << 20
 
 
@@ -116,6 +124,13 @@ def _check_strings(obj: Any) -> None:
             stack.extend(v)
 
 
+def _number_risk(data: bytes) -> bool:
+    if _MINUS_ZERO.search(data):
+        return True
+    mapped = data.translate(_DIGITS_TO_0)
+    return any(r in mapped for r in _NUMBER_RISKS)
+
+
 def loads(raw: bytes | str, max_depth: int = MAX_DEPTH, like_serde: bool = False) -> Any:
     """Decode the JSON text ``raw`` (UTF-8 if bytes), refusing nesting deeper than ``max_depth``.
 
@@ -129,12 +144,16 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH, like_serde: bool = False
     text = raw if isinstance(raw, str) else raw.decode("utf-8")
     if not like_serde:
         return json.loads(text, object_pairs_hook=_pairs)
-    obj = json.loads(
-        text,
-        object_pairs_hook=_pairs,
-        parse_int=_serde_int,
-        parse_float=_serde_float,
-        parse_constant=_no_constant,
-    )
-    _check_strings(obj)
+    if _number_risk(data):
+        obj = json.loads(
+            text,
+            object_pairs_hook=_pairs,
+            parse_int=_serde_int,
+            parse_float=_serde_float,
+            parse_constant=_no_constant,
+        )
+    else:
+        obj = json.loads(text, object_pairs_hook=_pairs)
+    if _SURROGATE_ESCAPE.search(data):
+        _check_strings(obj)
     return obj
