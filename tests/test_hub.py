@@ -76,6 +76,21 @@ def test_the_cache_is_what_huggingface_hub_sees(hub):
     assert Path(os.readlink(shard)).name == hashlib.sha256(shard.read_bytes()).hexdigest()
 
 
+def test_snapshot_download_reads_refs_and_the_tree_listing(tmp_path):
+    """The real snapshot_download resolves refs offline and checks the snapshot against trees/<commit>.json."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache = tmp_path / "cache"
+    snap = add_checkpoint(cache, "acme/t", save_checkpoint(random_state(SHAPES), tmp_path / "b", shards=2),
+                          COMMIT_V1, ("v1",))  # fmt: skip
+    got = snapshot_download("acme/t", revision="v1", cache_dir=cache, local_files_only=True)
+    assert Path(got) == snap
+    (snap / SHARD1).unlink()  # the listing says the snapshot is now incomplete
+    with pytest.raises(LocalEntryNotFoundError, match=f"incomplete: 1 file.*{SHARD1}"):
+        snapshot_download("acme/t", revision="v1", cache_dir=cache, local_files_only=True)
+
+
 def test_compare_sharded_hub_ids(hub):
     p = run(hub["cache"], "compare", "acme/tiny", "acme/tiny@v1", "--format", "json")
     assert p.returncode == 0, p.stderr
