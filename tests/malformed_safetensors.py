@@ -130,6 +130,29 @@ def _all_dtypes() -> bytes:
 
 GOOD.append(("every supported dtype", _all_dtypes()))
 
+
+def _written_by_safetensors() -> list[tuple[str, bytes]]:
+    """Files the safetensors library itself writes: scalars, empty tensors, no metadata, bf16, fp8."""
+    import numpy as np
+    import torch
+    from safetensors.numpy import save as save_np
+    from safetensors.torch import save as save_pt
+
+    return [
+        ("written: numpy scalar and empty", save_np({"s": np.array(3.0, dtype=np.float32),
+                                                     "e": np.zeros((0, 4), dtype=np.int64)})),
+        ("written: numpy with metadata", save_np({"w": np.arange(6, dtype=np.uint8).reshape(2, 3)},
+                                                 metadata={"format": "np", "note": "\u00e9\n"})),
+        ("written: torch bf16 fp8 bool", save_pt({"b": torch.ones(3, dtype=torch.bfloat16),
+                                                  "f": torch.zeros(5, dtype=torch.float8_e4m3fn),
+                                                  "m": torch.tensor([True, False])})),
+        ("written: torch only empty tensors", save_pt({"a": torch.zeros(0), "b": torch.zeros(2, 0)})),
+        ("written: torch nothing", save_pt({})),
+    ]  # fmt: skip
+
+
+GOOD.extend(_written_by_safetensors())
+
 #: files the safetensors library refuses (and so must subnetscope)
 BAD: list[tuple[str, bytes]] = [
     ("empty file", b""),
@@ -197,6 +220,30 @@ BAD: list[tuple[str, bytes]] = [
         one('"dtype": "F32", "shape": [1], "data_offsets": [4, 8]', b"\0" * 8),
     ),
     ("gap between data offsets", two((0, 4), (8, 12), 12)),
+    (
+        "empty tensor inside another",
+        file_bytes(
+            json.dumps(
+                {
+                    "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                    "e": {"dtype": "F32", "shape": [0], "data_offsets": [2, 2]},
+                }
+            ),
+            b"\0" * 4,
+        ),
+    ),
+    (
+        "empty tensor past the end",
+        file_bytes(
+            json.dumps(
+                {
+                    "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                    "e": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]},
+                }
+            ),
+            b"\0" * 4,
+        ),
+    ),
     ("overlapping tensors", two((0, 8), (4, 12), 12, 2, 2)),
     ("tensor inside another", two((0, 8), (4, 8), 8, 2, 1)),
     ("trailing bytes after the last tensor", one(F32_1, b"\0" * 5)),
