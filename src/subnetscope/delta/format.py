@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from typing import Any
 from ..dtypes import DTYPES
 from ..errors import DeltaFormatError
 from ..fingerprint import Fingerprint
+from ..io import strict_json
+from ..io.safetensors_header import file_kind
 
 FORMAT = "subnetscope.delta"
 FORMAT_VERSION = "1"
@@ -418,13 +421,18 @@ def load_manifest(delta_dir: str | os.PathLike[str]) -> Manifest:
             f"{d}: not a delta directory (no such directory)",
             "give the directory written by `subnetscope delta export`",
         )
-    if not path.is_file():
+    if not path.exists():
         raise DeltaFormatError(
             f"{d}: no {MANIFEST_NAME} in this directory (not a delta, or an incomplete copy)",
             "give the directory written by `subnetscope delta export`, copied whole",
         )
     try:
-        obj = json.loads(path.read_text())
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise DeltaFormatError(
+                f"{path}: is {file_kind(mode)}, not a regular file", f"the delta is damaged: {_REDO}"
+            )
+        obj = strict_json.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DeltaFormatError(f"{path}: not readable JSON ({e})", f"the delta is damaged: {_REDO}") from None
     return parse_manifest(obj, path)
