@@ -174,9 +174,9 @@ def test_output_exists_or_is_an_input(delta, tmp_path):
     with pytest.raises(UsageError, match="already exists"):
         apply_delta(bdir, d, out)
     assert (out / "keep.txt").read_text() == "x"
-    with pytest.raises(UsageError, match="is an input directory"):
+    with pytest.raises(UsageError, match=r"the output directory is an input \(BASE directory\)"):
         apply_delta(bdir, d, bdir, overwrite=True)
-    with pytest.raises(UsageError, match="is an input checkpoint's directory"):
+    with pytest.raises(UsageError, match=r"the delta directory is an input \(BASE directory\)"):
         export_delta(bdir, bdir, bdir, overwrite=True)
     assert json.loads((bdir / "config.json").read_text())
 
