@@ -28,7 +28,7 @@ import numpy as np
 from . import __version__
 from .errors import CheckpointFormatError, MaskFormatError, MaskMismatchError
 from .fingerprint import Fingerprint
-from .io.outputs import FILE, Output, check_kind, destination, write_error, write_errors
+from .io.outputs import FILE, Output, check_kind, destination, make_parents, write_error, write_errors
 from .io.safetensors_header import read_header
 
 FORMAT = "subnetscope.mask"
@@ -95,8 +95,8 @@ class MaskWriter:
         dest = destination(self.path)  # a symlink is written through; a device node or FIFO is refused
         check_kind(Output(self.path, "the mask", FILE), dest, str(self.path))
         self._dest = dest
+        make_parents(dest, self.path)
         with write_errors(self.path):
-            dest.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = dest.with_name(f".tmp-{dest.name}.{os.getpid()}")
             self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             try:

@@ -37,7 +37,7 @@ from ..refs import load_checkpoint
 from ..report.schema import SCHEMA_VERSION
 from .encode import decode_values, patch_chunk
 from .errors import DeltaVerifyError, check_fingerprint
-from .format import FROM_BASE, Manifest, TensorEntry, check_files, load_manifest
+from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, check_files, load_manifest
 from .shards import DEFAULT_MAX_SHARD_BYTES, OutTensor, ShardWriter
 from .sidefiles import copy_side_files, side_files
 from .store import DataReader
@@ -260,7 +260,7 @@ def apply_delta(
     nthreads = jobs or default_jobs()
     bck = base if isinstance(base, Checkpoint) else load_checkpoint(base)
     out = Path(out_dir)
-    delta_files = [Path(delta_dir) / f.name for f in (*m.files, *m.side_files)]
+    delta_files = [Path(delta_dir) / f for f in (MANIFEST_NAME, *(f.name for f in (*m.files, *m.side_files)))]
     check_outputs(
         [*checkpoint_inputs(bck, "BASE"), Input(Path(delta_dir), "the delta directory"),
          *path_inputs(delta_files, "a file of the delta")],

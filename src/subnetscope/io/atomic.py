@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .outputs import DIR, FILE, Output, check_kind, check_replaceable, destination, write_errors
+from .outputs import DIR, FILE, Output, check_kind, check_replaceable, destination, make_parents, write_errors
 
 
 @contextlib.contextmanager
@@ -26,8 +26,8 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Path
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     dest = destination(path)
     check_kind(Output(path, "the output", FILE), dest, os.fspath(path))
+    make_parents(dest, path)
     with write_errors(path):
-        dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}.", dir=dest.parent)
         os.close(fd)
     tmp_path = Path(tmp)
@@ -66,8 +66,8 @@ def atomic_dir(
     out = Output(path, "the output", DIR, overwrite, owned)
     check_kind(out, dest, shown)
     check_replaceable(out, dest, shown)
+    make_parents(dest, path)
     with write_errors(path):
-        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}.", dir=dest.parent))
     try:
         with write_errors(path, any_errno=False):

@@ -147,30 +147,30 @@ def check_outputs(inputs: Iterable[Input], outputs: Iterable[Output]) -> None:
             continue
         dest = destination(o.path)
         shown = os.fspath(o.path)
-        check_kind(o, dest, shown)
         own = _id(dest)
         above = _ancestor_ids(dest)
-        for inp, real, ident in resolved_inputs:
-            where = f"{inp.what}" + ("" if real == dest else f", {inp.path}")
+        for inp, real, ident in resolved_inputs:  # "is" first: the most precise words
             if own == ident or real == dest:
+                where = inp.what + ("" if real == dest else f", {inp.path}")
                 raise OutputConflictError(
                     f"{shown}: {o.label} is an input ({where}); inputs are never written",
                     "choose an output path outside the inputs",
                 )
+        for inp, real, ident in resolved_inputs:
             if ident in above or _inside(dest, real):
                 raise OutputConflictError(
                     f"{shown}: {o.label} lies inside an input ({inp.what}, {inp.path})",
                     "write outputs outside the input checkpoints, deltas, masks and reports",
                 )
-            if o.kind == DIR and own is not None:
-                chain = chains.get(real)
-                if chain is None:
-                    chain = chains[real] = _ancestor_ids(real)
-                if own in chain:
-                    raise OutputConflictError(
-                        f"{shown}: {o.label} contains an input ({inp.what}, {inp.path}), and it would be replaced",
-                        "write the output to a new directory",
-                    )
+        for inp, real, _ident in resolved_inputs if o.kind == DIR and own is not None else ():
+            chain = chains.get(real)
+            if chain is None:
+                chain = chains[real] = _ancestor_ids(real)
+            if own in chain:
+                raise OutputConflictError(
+                    f"{shown}: {o.label} contains an input ({inp.what}, {inp.path}), and it would be replaced",
+                    "write the output to a new directory",
+                )
         for prev, pdest in seen:
             if _inside(dest, pdest) or _inside(pdest, dest):
                 rel = "is also" if dest == pdest else "overlaps"
@@ -179,6 +179,7 @@ def check_outputs(inputs: Iterable[Input], outputs: Iterable[Output]) -> None:
                     "give each output its own path",
                 )
         seen.append((o, dest))
+        check_kind(o, dest, shown)
         if o.kind == DIR:
             check_replaceable(o, dest, shown)
 
@@ -249,6 +250,20 @@ _HINTS = {
 }
 if hasattr(errno, "EDQUOT"):
     _HINTS[errno.EDQUOT] = "your disk quota is exhausted: free some space or write the output elsewhere"
+
+
+def make_parents(dest: Path, shown: PathLike) -> None:
+    """Create the missing parent directories of ``dest``; a parent that is a file is refused as the
+    system words it (``Not a directory``), not as ``File exists``."""
+    for q in (dest.parent, *dest.parent.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise write_error(
+                    shown, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(q))
+                )
+            break
+    with write_errors(shown):
+        dest.parent.mkdir(parents=True, exist_ok=True)
 
 
 def write_error(path: PathLike, e: OSError) -> OutputWriteError:
