@@ -28,7 +28,16 @@ import numpy as np
 from . import __version__
 from .errors import CheckpointFormatError, MaskFormatError, MaskMismatchError
 from .fingerprint import Fingerprint
-from .io.outputs import FILE, Output, check_kind, destination, make_parents, write_error, write_errors
+from .io.outputs import (
+    FILE,
+    Output,
+    check_kind,
+    destination,
+    make_parents,
+    remove_empty,
+    write_error,
+    write_errors,
+)
 from .io.safetensors_header import read_header
 
 FORMAT = "subnetscope.mask"
@@ -80,6 +89,7 @@ class MaskWriter:
         self._fd: int | None = None
         self._tmp: Path | None = None
         self._dest = self.path
+        self._created: list[Path] = []
 
     def _header(self, digests: Mapping[str, str]) -> bytes:
         meta = dict(self._meta)
@@ -95,7 +105,7 @@ class MaskWriter:
         dest = destination(self.path)  # a symlink is written through; a device node or FIFO is refused
         check_kind(Output(self.path, "the mask", FILE), dest, str(self.path))
         self._dest = dest
-        make_parents(dest, self.path)
+        self._created = make_parents(dest, self.path)
         with write_errors(self.path):
             self._tmp = dest.with_name(f".tmp-{dest.name}.{os.getpid()}")
             self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -116,6 +126,7 @@ class MaskWriter:
         if self._tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._tmp.unlink()
+        remove_empty(self._created)
 
     def write_bits(self, name: str, start: int, packed: np.ndarray) -> None:
         """Store packed bits for elements ``[start, ...)`` of ``name`` (``start`` a multiple of 8)."""

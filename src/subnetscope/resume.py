@@ -41,7 +41,7 @@ from .engine import MaskSink, PassOptions
 from .errors import SubnetscopeError
 from .fingerprint import of_checkpoint
 from .io.atomic import write_text_atomic
-from .io.outputs import write_error, write_errors
+from .io.outputs import make_parents, remove_empty, write_error, write_errors
 from .plan import Pair, Plan
 from .stats import TensorStats
 
@@ -172,11 +172,15 @@ class ResumeState:
                 "give an empty or new directory for --resume (it is created if missing)",
             )
         else:
-            d.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(manifest, json.dumps(
-                {"format": FORMAT, "format_version": FORMAT_VERSION, "key": self.key, "identity": identity},
-                indent=1, sort_keys=True,
-            ) + "\n")  # fmt: skip
+            created = make_parents(manifest, d)
+            try:
+                write_text_atomic(manifest, json.dumps(
+                    {"format": FORMAT, "format_version": FORMAT_VERSION, "key": self.key, "identity": identity},
+                    indent=1, sort_keys=True,
+                ) + "\n")  # fmt: skip
+            except BaseException:
+                remove_empty(created)  # a run that could not start leaves no directory behind
+                raise
         self._load_journal()
         self._jfd: int | None = os.open(d / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._mfd: int | None = None

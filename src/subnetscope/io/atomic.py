@@ -18,7 +18,17 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .outputs import DIR, FILE, Output, check_kind, check_replaceable, destination, make_parents, write_errors
+from .outputs import (
+    DIR,
+    FILE,
+    Output,
+    check_kind,
+    check_replaceable,
+    destination,
+    make_parents,
+    remove_empty,
+    write_errors,
+)
 
 
 @contextlib.contextmanager
@@ -26,10 +36,14 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Path
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     dest = destination(path)
     check_kind(Output(path, "the output", FILE), dest, os.fspath(path))
-    make_parents(dest, path)
-    with write_errors(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}.", dir=dest.parent)
-        os.close(fd)
+    created = make_parents(dest, path)
+    try:
+        with write_errors(path):
+            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}.", dir=dest.parent)
+            os.close(fd)
+    except BaseException:
+        remove_empty(created)
+        raise
     tmp_path = Path(tmp)
     try:
         with write_errors(path, any_errno=False):
@@ -40,6 +54,7 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Path
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        remove_empty(created)
         raise
 
 
@@ -66,9 +81,13 @@ def atomic_dir(
     out = Output(path, "the output", DIR, overwrite, owned)
     check_kind(out, dest, shown)
     check_replaceable(out, dest, shown)
-    make_parents(dest, path)
-    with write_errors(path):
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}.", dir=dest.parent))
+    created = make_parents(dest, path)
+    try:
+        with write_errors(path):
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}.", dir=dest.parent))
+    except BaseException:
+        remove_empty(created)
+        raise
     try:
         with write_errors(path, any_errno=False):
             yield tmp
@@ -83,4 +102,5 @@ def atomic_dir(
                 os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created)
         raise

@@ -207,12 +207,8 @@ def check_replaceable(o: Output, dest: Path, shown: str) -> None:
     """Refuse an existing, non-empty directory that ``o`` may not replace (see the module docs)."""
     try:
         empty = not any(dest.iterdir())
-    except FileNotFoundError:
-        return
-    except NotADirectoryError:
-        raise OutputConflictError(
-            f"{shown}: {o.label} exists and is not a directory", "give the path of a new directory"
-        ) from None
+    except (FileNotFoundError, NotADirectoryError):
+        return  # new (under a parent that is a file, the write fails with the system's own words)
     except OSError as e:
         raise write_error(shown, e) from e
     if empty:
@@ -252,9 +248,11 @@ if hasattr(errno, "EDQUOT"):
     _HINTS[errno.EDQUOT] = "your disk quota is exhausted: free some space or write the output elsewhere"
 
 
-def make_parents(dest: Path, shown: PathLike) -> None:
-    """Create the missing parent directories of ``dest``; a parent that is a file is refused as the
-    system words it (``Not a directory``), not as ``File exists``."""
+def make_parents(dest: Path, shown: PathLike) -> list[Path]:
+    """Create the missing parent directories of ``dest``, returning them (deepest first, for
+    :func:`remove_empty`); a parent that is a file is refused as the system words it (``Not a
+    directory``), not as ``File exists``."""
+    missing = []
     for q in (dest.parent, *dest.parent.parents):
         if q.exists():
             if not q.is_dir():
@@ -262,8 +260,19 @@ def make_parents(dest: Path, shown: PathLike) -> None:
                     shown, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(q))
                 )
             break
+        missing.append(q)
     with write_errors(shown):
         dest.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Remove the directories :func:`make_parents` created, if still empty (after a failed write)."""
+    for q in created:
+        try:
+            q.rmdir()
+        except OSError:
+            break
 
 
 def write_error(path: PathLike, e: OSError) -> OutputWriteError:
