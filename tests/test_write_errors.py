@@ -22,8 +22,6 @@ import subnetscope
 from factory import llama_names, perturb, random_state, save_checkpoint
 from subnetscope.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def run(capsys, argv: list[str]) -> tuple[int, str, str]:
     capsys.readouterr()
@@ -211,7 +209,7 @@ def test_stdout_on_a_full_device(inputs, tmp_path, argv):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
     fill = {"b": str(inputs / "base"), "t": str(inputs / "tgt"), "tmp": str(tmp_path)}
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=str(Path(subnetscope.__file__).parent.parent))  # the package under test
     with open("/dev/full", "w") as dev_full:
         p = subprocess.run(
             [sys.executable, "-m", "subnetscope", *(a.format(**fill) for a in argv)],
