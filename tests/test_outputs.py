@@ -377,6 +377,14 @@ def test_a_symlinked_output_is_written_through(world, tmp_path, capsys):
     assert run(capsys, ["mask", world / "base", world / "tgt", "-o", mlink])[0] == 0
     assert mlink.is_symlink() and subnetscope.MaskFile(tmp_path / "reports" / "m.mask").tolerance == 1e-5
     assert sorted(os.listdir(tmp_path / "reports")) == ["latest.json", "m.mask"]  # no temporaries left
+    os.symlink("loop-b", tmp_path / "loop-a")
+    os.symlink("loop-a", tmp_path / "loop-b")
+    rc, _o, err = run(capsys, ["compare", world / "base", world / "tgt", "-o", tmp_path / "loop-a"])
+    assert rc == 2 and err == (
+        f"subnetscope: error: {tmp_path / 'loop-a'}: -o is a symlink that does not resolve (a loop); "
+        "give a path that is not a loop\n"
+    )
+    assert os.readlink(tmp_path / "loop-a") == "loop-b"
 
 
 def _special_files(tmp_path: Path) -> list[tuple[str, Path]]:

@@ -187,6 +187,10 @@ def check_outputs(inputs: Iterable[Input], outputs: Iterable[Output]) -> None:
 def check_kind(o: Output, dest: Path, shown: str) -> None:
     """Refuse an existing ``dest`` of the wrong kind: not a regular file for a file, not a directory for a
     directory."""
+    if os.path.islink(dest):  # still a link once resolved: a loop
+        raise OutputConflictError(
+            f"{shown}: {o.label} is a symlink that does not resolve (a loop)", "give a path that is not a loop"
+        )
     try:
         mode = os.stat(dest).st_mode
     except OSError:
