@@ -189,7 +189,8 @@ def check_kind(o: Output, dest: Path, shown: str) -> None:
     directory."""
     if os.path.islink(dest):  # still a link once resolved: a loop
         raise OutputConflictError(
-            f"{shown}: {o.label} is a symlink that does not resolve (a loop)", "give a path that is not a loop"
+            f"{shown}: {o.label} is a symlink that does not resolve (a loop)",
+            "give a path that is not a loop",
         )
     try:
         mode = os.stat(dest).st_mode
