@@ -217,7 +217,7 @@ def verify_checkpoint(directory: Path, m: Manifest, delta: str, jobs: int) -> No
         h = hashlib.sha256()
         step = max(1, (8 << 20) // info.dtype.itemsize)
         with FileHandles() as handles:
-            r = ChunkReader(handles, step * info.dtype.itemsize, use_mmap=False)
+            r = ChunkReader(handles, step * info.dtype.itemsize)
             for s in range(0, info.numel, step):
                 h.update(r.read(info, s, min(step, info.numel - s)).data)
         return h.hexdigest()
