@@ -11,6 +11,7 @@ import subnetscope
 from factory import perturb, save_checkpoint
 from scale_helpers import Probe, comparable
 from subnetscope.cli import cli
+from subnetscope.errors import OutputConflictError
 from subnetscope.executors import ProcessExecutor
 from subnetscope.resume import JOURNAL, MASK_BITS, ResumeMismatchError, ResumeState, journaled
 
@@ -117,7 +118,7 @@ def test_stale_or_foreign_directories_are_refused(llama_pair, tmp_path):
     with pytest.raises(ResumeMismatchError, match=r"is not empty and has no manifest\.json"):
         subnetscope.compare(bdir, tdir, TOLS, resume=junk)
     (tmp_path / "file").write_text("")
-    with pytest.raises(ResumeMismatchError, match="is a file, not a resume directory"):
+    with pytest.raises(OutputConflictError, match="file: resume exists and is not a directory"):
         subnetscope.compare(bdir, tdir, TOLS, resume=tmp_path / "file")
 
     lines = (res / JOURNAL).read_text().splitlines()

@@ -102,7 +102,8 @@ def compare(
         strict: raise :class:`~subnetscope.errors.StrictCheckError` (after computing everything) if any
             tensor is missing on one side, changed shape or dtype, or holds NaN/Inf.
         mask_out: also write the mask of updated elements (``|Δ| > mask_tolerance``) to this file, in the
-            same pass (see :mod:`subnetscope.maskfile`).
+            same pass (see :mod:`subnetscope.maskfile`). Like ``resume``, it may not be, lie inside or
+            hold an input, nor be the other output (:func:`subnetscope.io.outputs.check_outputs`).
         mask_tolerance: tolerance of the mask; default the report's primary one (1e-5 when listed).
         consumers: extra per-chunk computations run in the same pass (their results land in each tensor's
             JSON under their ``key``).
@@ -122,6 +123,12 @@ def compare(
     if semantics not in ("exact", "reference"):
         raise UsageError(f"unknown semantics {semantics!r}", "use 'exact' or 'reference'")
     b, t = _ck(base), _ck(target)
+    from .io.outputs import INTO, Output, check_outputs, checkpoint_inputs
+
+    check_outputs(
+        [*checkpoint_inputs(b, "BASE"), *checkpoint_inputs(t, "TARGET")],
+        [Output(mask_out, "mask_out"), Output(resume, "resume", INTO)],
+    )
     plan = make_plan(b, t)
     report = Report(describe(b), describe(t), semantics, tols, [], list(plan.findings), __version__)
     if mask_tolerance is None:

@@ -28,6 +28,16 @@ import numpy as np
 from . import __version__
 from .errors import CheckpointFormatError, MaskFormatError, MaskMismatchError
 from .fingerprint import Fingerprint
+from .io.outputs import (
+    FILE,
+    Output,
+    check_kind,
+    destination,
+    make_parents,
+    remove_empty,
+    write_error,
+    write_errors,
+)
 from .io.safetensors_header import read_header
 
 FORMAT = "subnetscope.mask"
@@ -78,6 +88,8 @@ class MaskWriter:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._tmp: Path | None = None
+        self._dest = self.path
+        self._created: list[Path] = []
 
     def _header(self, digests: Mapping[str, str]) -> bytes:
         meta = dict(self._meta)
@@ -90,13 +102,31 @@ class MaskWriter:
         return len(raw).to_bytes(8, "little") + raw
 
     def __enter__(self) -> MaskWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
-        self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._head = self._header({})
-        os.write(self._fd, self._head)
-        os.ftruncate(self._fd, len(self._head) + self._data_len)
+        dest = destination(self.path)  # a symlink is written through; a device node or FIFO is refused
+        check_kind(Output(self.path, "the mask", FILE), dest, str(self.path))
+        self._dest = dest
+        self._created = make_parents(dest, self.path)
+        with write_errors(self.path):
+            self._tmp = dest.with_name(f".tmp-{dest.name}.{os.getpid()}")
+            self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                self._head = self._header({})
+                os.write(self._fd, self._head)
+                os.ftruncate(self._fd, len(self._head) + self._data_len)
+            except BaseException:
+                self._discard()
+                raise
         return self
+
+    def _discard(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+        remove_empty(self._created)
 
     def write_bits(self, name: str, start: int, packed: np.ndarray) -> None:
         """Store packed bits for elements ``[start, ...)`` of ``name`` (``start`` a multiple of 8)."""
@@ -104,7 +134,10 @@ class MaskWriter:
         b, e = self._offsets[name]
         off = b + start // 8
         nb = min(packed.size, e - off)
-        os.pwrite(self._fd, np.ascontiguousarray(packed[:nb]).data, len(self._head) + off)
+        try:
+            os.pwrite(self._fd, np.ascontiguousarray(packed[:nb]).data, len(self._head) + off)
+        except OSError as err:
+            raise write_error(self.path, err) from err
         with self._lock:
             self._written[name] += nb
 
@@ -114,11 +147,14 @@ class MaskWriter:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         assert self._fd is not None and self._tmp is not None
+        if exc_type is not None:
+            self._discard()
+            return
         try:
-            if exc_type is None:
-                missing = [n for n, (b, e) in self._offsets.items() if self._written[n] != e - b]
-                if missing:
-                    raise RuntimeError(f"mask writer: {len(missing)} tensor(s) incomplete, e.g. {missing[0]}")
+            missing = [n for n, (b, e) in self._offsets.items() if self._written[n] != e - b]
+            if missing:
+                raise RuntimeError(f"mask writer: {len(missing)} tensor(s) incomplete, e.g. {missing[0]}")
+            with write_errors(self.path):
                 digests = {}
                 for name, (b, e) in self._offsets.items():
                     h = hashlib.sha256()
@@ -132,14 +168,12 @@ class MaskWriter:
                 assert len(head) == len(self._head)
                 os.pwrite(self._fd, head, 0)
                 os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = None
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self._tmp.unlink()
+                os.close(self._fd)
+                self._fd = None
+                os.replace(self._tmp, self._dest)
+        except BaseException:
+            self._discard()
+            raise
 
 
 class MaskFile(Mapping[str, np.ndarray]):

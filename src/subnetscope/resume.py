@@ -41,6 +41,7 @@ from .engine import MaskSink, PassOptions
 from .errors import SubnetscopeError
 from .fingerprint import of_checkpoint
 from .io.atomic import write_text_atomic
+from .io.outputs import make_parents, remove_empty, write_error, write_errors
 from .plan import Pair, Plan
 from .stats import TensorStats
 
@@ -171,11 +172,15 @@ class ResumeState:
                 "give an empty or new directory for --resume (it is created if missing)",
             )
         else:
-            d.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(manifest, json.dumps(
-                {"format": FORMAT, "format_version": FORMAT_VERSION, "key": self.key, "identity": identity},
-                indent=1, sort_keys=True,
-            ) + "\n")  # fmt: skip
+            created = make_parents(manifest, d)
+            try:
+                write_text_atomic(manifest, json.dumps(
+                    {"format": FORMAT, "format_version": FORMAT_VERSION, "key": self.key, "identity": identity},
+                    indent=1, sort_keys=True,
+                ) + "\n")  # fmt: skip
+            except BaseException:
+                remove_empty(created)  # a run that could not start leaves no directory behind
+                raise
         self._load_journal()
         self._jfd: int | None = os.open(d / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._mfd: int | None = None
@@ -232,12 +237,14 @@ class ResumeState:
         if not self._queue or self._jfd is None:
             return
         if self._mfd is not None:
-            getattr(os, "fdatasync", os.fsync)(self._mfd)
-        view = memoryview(b"".join(self._queue))
-        while view:
-            n = os.write(self._jfd, view)
-            view = view[n:]
-        os.fsync(self._jfd)
+            with write_errors(self.directory / MASK_BITS):
+                getattr(os, "fdatasync", os.fsync)(self._mfd)
+        with write_errors(self.directory / JOURNAL):
+            view = memoryview(b"".join(self._queue))
+            while view:
+                n = os.write(self._jfd, view)
+                view = view[n:]
+            os.fsync(self._jfd)
         self._queue.clear()
         self._last_commit = time.monotonic()
 
@@ -247,7 +254,10 @@ class ResumeState:
         first = start // 8
         n = min(packed.size, nb - first)
         if n > 0:
-            os.pwrite(self._mfd, np.ascontiguousarray(packed[:n]).data, off + first)
+            try:
+                os.pwrite(self._mfd, np.ascontiguousarray(packed[:n]).data, off + first)
+            except OSError as e:
+                raise write_error(self.directory / MASK_BITS, e) from e
 
     def tee(self, sink: MaskSink) -> MaskSink:
         """``sink`` plus a copy of every bit into ``mask.bits``."""
@@ -306,6 +316,7 @@ def open_resume(
     ``mask_tolerance`` is None when the run writes no mask.
     """
     identity = run_identity(plan, opts, mask_tolerance)
-    return ResumeState(
-        Path(directory), key_of(identity), identity, plan, mask_tolerance is not None, sync_seconds
-    )
+    with write_errors(directory):
+        return ResumeState(
+            Path(directory), key_of(identity), identity, plan, mask_tolerance is not None, sync_seconds
+        )

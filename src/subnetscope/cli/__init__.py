@@ -7,6 +7,7 @@ stderr and exit code 2 (1 for ``--strict`` findings); ``SUBNETSCOPE_DEBUG=1`` sh
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -85,12 +86,27 @@ def debug() -> bool:
     return os.environ.get("SUBNETSCOPE_DEBUG", "").strip() not in ("", "0")
 
 
+def _stdout_failed(e: OSError) -> None:
+    """Standard output refused a write (``> /dev/full``, a full disk): one line, exit 2."""
+    with contextlib.suppress(OSError):  # the unwritten rest must not fail again at exit
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    click.echo(
+        f"subnetscope: error: cannot write to standard output: {e.strerror or e}; "
+        "free space where stdout goes, redirect it elsewhere, or write the report with -o FILE",
+        err=True,
+    )
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``subnetscope`` script."""
     from ..errors import SubnetscopeError
 
     try:
-        return cli.main(args=argv, prog_name="subnetscope", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="subnetscope", standalone_mode=False)
+        sys.stdout.flush()  # a full or failing stdout must fail here, not at interpreter exit
+        return rv
     except SubnetscopeError as e:
         if debug():
             raise
@@ -107,6 +123,10 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(2 if e.exit_code == 2 else e.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as e:
+        if debug() or e.filename is not None:  # the library names its own files (OutputWriteError)
+            raise
+        _stdout_failed(e)
     except MemoryError:
         if debug():
             raise

@@ -71,6 +71,18 @@ def chunk_option(f: F) -> F:
     )(f)
 
 
+def check_report_output(output: str | None, checkpoints: dict[str, str]) -> None:
+    """Before a report command reads anything: refuse an ``-o`` that is, or lies inside, one of the input
+    ``checkpoints`` (role → path or hub id; opened from headers only) — see :mod:`subnetscope.io.outputs`."""
+    if not output:
+        return
+    from ..io.outputs import Output, check_outputs, checkpoint_inputs
+    from ..refs import load_checkpoint
+
+    inputs = [i for role, ref in checkpoints.items() for i in checkpoint_inputs(load_checkpoint(ref), role)]
+    check_outputs(inputs, [Output(output, "-o")])
+
+
 def emit_json(obj: Any) -> None:
     """Write a report's JSON to stdout (one element per line, see :func:`~subnetscope.report.schema.json_text`)."""
     from ..report.schema import json_text

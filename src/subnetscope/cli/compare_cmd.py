@@ -125,10 +125,15 @@ def compare(
 
         rank_layer_list = parse_layers(rank_layers)  # bad input fails before the pass, not after
     sides: tuple[Any, Any] = (base, target)
-    if ulp or rank:
+    if ulp or rank or output or mask_out or resume:
+        from ..io.outputs import INTO, Output, check_outputs, checkpoint_inputs
         from ..refs import load_checkpoint
 
-        sides = (load_checkpoint(base), load_checkpoint(target))  # opened once for both passes
+        sides = (load_checkpoint(base), load_checkpoint(target))  # opened once for every pass
+        check_outputs(
+            [*checkpoint_inputs(sides[0], "BASE"), *checkpoint_inputs(sides[1], "TARGET")],
+            [Output(output, "-o"), Output(mask_out, "--mask-out"), Output(resume, "--resume", INTO)],
+        )
     if ulp:
         from ..anatomy.ulp import ULPHistograms
         from ..comparison import check_tolerances

@@ -84,12 +84,18 @@ def mask(
     """
     from ..comparison import check_tolerances
     from ..comparison import compare as run_compare
+    from ..io.outputs import Output, check_outputs, checkpoint_inputs
+    from ..refs import load_checkpoint
     from ..report.table import fmt_tol, human_count, pct
 
     (t,) = check_tolerances([tol])
+    bck, tck = load_checkpoint(base), load_checkpoint(target)
+    check_outputs(
+        [*checkpoint_inputs(bck, "BASE"), *checkpoint_inputs(tck, "TARGET")], [Output(output, "-o")]
+    )
     report = run_compare(
-        base,
-        target,
+        bck,
+        tck,
         [t],
         semantics,
         jobs=jobs,
@@ -164,6 +170,18 @@ def overlap(
     from ..overlap import overlap as run_overlap
     from ..overlap import overlap_deltas, render
 
+    def check_output(masks: tuple[str, ...], refs: list[str]) -> None:
+        if not output:
+            return
+        from ..io.outputs import Output, check_outputs, checkpoint_inputs, path_inputs
+        from ..refs import load_checkpoint
+
+        cks = [load_checkpoint(r) for r in refs]  # headers only
+        check_outputs(
+            [*path_inputs(masks, "a mask read"), *(i for c in cks for i in checkpoint_inputs(c, c.ref))],
+            [Output(output, "-o")],
+        )
+
     if deltas:
         if masks:
             raise UsageError(
@@ -171,6 +189,7 @@ def overlap(
             )
         if base is not None:
             raise UsageError("--base is implied by --deltas BASE T1 T2", "drop --base")
+        check_output((), list(deltas))
         report = overlap_deltas(*deltas, tolerance=tol, jobs=jobs, progress=fmt == "human")
     else:
         src = click.get_current_context().get_parameter_source("tol")
@@ -183,5 +202,6 @@ def overlap(
                 f"expected two mask files, got {len(masks)}",
                 "usage: subnetscope overlap MASK1 MASK2 [--base BASE], or --deltas BASE T1 T2",
             )
+        check_output(masks, [base] if base is not None else [])
         report = run_overlap(masks[0], masks[1], base=base, jobs=jobs, progress=fmt == "human")
     emit_report(report.to_json(), fmt, output, lambda: render(report, layers=layers))

@@ -20,8 +20,10 @@ def plot(report: str, out_dir: str) -> None:
     compare: layer x matrix-type heatmap, sparsity vs tolerance (and the ULP histogram with --ulp);
     rank: rank per matrix type; series: the series plots. Prints the paths written.
     """  # fmt: skip
+    from ..io.outputs import INTO, Output, check_outputs, path_inputs
     from ..report.plots import plot_report
     from ..report.schema import load_json
 
+    check_outputs(path_inputs([report], "the JSON report read"), [Output(out_dir, "-o", INTO)])
     for p in plot_report(load_json(report), out_dir):
         click.echo(str(p))

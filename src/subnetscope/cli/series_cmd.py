@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_report, format_option, jobs_option, output_option, semantics_option
+from .common import (
+    check_report_output,
+    emit_report,
+    format_option,
+    jobs_option,
+    output_option,
+    semantics_option,
+)
 
 
 @click.command("series")
@@ -50,8 +57,13 @@ def series(
     share of updates outside the final subnetwork and the running union of updated parameters; then the
     split into never updated / cancelled / final subnetwork.
     """
-    from ..series import render
+    from ..series import expand_checkpoints, render
     from ..series import series as run_series
+
+    if output:
+        expanded = expand_checkpoints(list(checkpoints))
+        refs = {"INIT": init, **{f"CKPT_{k}": r for k, r in enumerate(expanded, 1)}}
+        check_report_output(output, {**refs, **({"--final": final} if final else {})})
 
     report = run_series(  # checks the tolerance itself
         init,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_report, format_option, jobs_option, output_option, parse_tolerances, semantics_option
+from .common import (
+    check_report_output,
+    emit_report,
+    format_option,
+    jobs_option,
+    output_option,
+    parse_tolerances,
+    semantics_option,
+)
 
 
 @click.command("conjecture")
@@ -42,6 +50,8 @@ def conjecture(
     from ..train.sub_vs_full import conjecture as run
     from ..train.sub_vs_full import render
 
-    result = run(base, full, sub, parse_tolerances(tol), subnetwork_tolerance=subnetwork_tol,
+    tols = parse_tolerances(tol)
+    check_report_output(output, {"BASE": base, "FULL": full, "SUB": sub})
+    result = run(base, full, sub, tols, subnetwork_tolerance=subnetwork_tol,
                  semantics=semantics, jobs=jobs, progress=fmt == "human")  # fmt: skip
     emit_report(result.to_json(), fmt, output, lambda: render(result))

@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..fingerprint import of_checkpoint
 from ..io.atomic import atomic_dir
 from ..io.checkpoint import Checkpoint
+from ..io.outputs import DIR, Output, check_outputs, checkpoint_inputs
 from ..io.reader import DEFAULT_CHUNK_ELEMENTS, ChunkReader, FileHandles
 from ..io.safetensors_header import TensorInfo
 from ..plan import natural_key
@@ -31,7 +32,7 @@ from ..progress import progress_bar
 from ..refs import load_checkpoint
 from ..report.schema import SCHEMA_VERSION
 from .encode import EncodedChunk, encode_chunk, encode_whole
-from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, write_manifest
+from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, not_a_delta, write_manifest
 from .sidefiles import copy_side_files, side_files
 from .store import DEFAULT_MAX_FILE_BYTES, DataWriter
 
@@ -113,17 +114,17 @@ def export_delta(
     ``base`` and ``target`` are checkpoints (path, hub id, or an opened :class:`Checkpoint`). The
     directory appears atomically, holding ``delta.json``, the data files and TARGET's config and
     tokenizer files. Nothing is read into memory beyond a few chunks of ``chunk_elements`` per thread.
+    ``out_dir`` may not be, hold or lie inside an input; with ``overwrite`` an existing ``out_dir`` is
+    replaced only when it holds a delta and nothing else.
     """
     if chunk_elements < 8 or chunk_elements % 8:
         raise UsageError(f"chunk_elements={chunk_elements}", "use a positive multiple of 8")
     bck, tck = _as_checkpoint(base), _as_checkpoint(target)
     out = Path(out_dir)
-    for ck in (bck, tck):
-        root = ck.root if ck.root.is_dir() else ck.root.parent
-        if out.resolve() == root.resolve():
-            raise UsageError(
-                f"{out}: is an input checkpoint's directory", "write the delta to a new directory"
-            )
+    check_outputs(
+        [*checkpoint_inputs(bck, "BASE"), *checkpoint_inputs(tck, "TARGET")],
+        [Output(out, "the delta directory", DIR, overwrite, not_a_delta)],
+    )
     order = _storage_order(tck)
     plan = [(t, bck.tensors.get(t.name), _reason(t, bck.tensors.get(t.name))) for t in order]
     removed = [
@@ -137,7 +138,7 @@ def export_delta(
     bar_lock = threading.Lock()
     total = sum(t.nbytes + (t.nbytes if r is None else 0) for t, _b, r in plan)
 
-    with atomic_dir(out, overwrite=overwrite) as tmp, FileHandles() as handles:
+    with atomic_dir(out, overwrite, not_a_delta) as tmp, FileHandles() as handles:
         writer = DataWriter(tmp, max_file_bytes)
         try:
             with progress_bar(total, "delta export", enabled=progress, unit="B") as bar:

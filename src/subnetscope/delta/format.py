@@ -21,6 +21,7 @@ chunks; the rest is copied from the base), ``dense`` (every chunk stored whole: 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
@@ -61,6 +62,28 @@ CHUNK_FIELDS = (
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+#: the config and tokenizer files a delta carries beside the weights (``config.json``, ``tokenizer.json``, ...)
+SIDE_PATTERNS = ("*.json", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt", "*.jinja")
+#: never a side file: weight files and their indexes (a side file of that name would replace what the
+#: rebuild writes), the delta manifest and ``delta apply``'s record of its output
+NOT_SIDE_FILES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.bin.index.json",
+    MANIFEST_NAME,
+    ".subnetscope-apply.json",
+)
+
+
+def is_side_file_name(name: str) -> bool:
+    """Whether a file of this name travels with the weights as a config or tokenizer file."""
+    if any(fnmatch.fnmatchcase(name.lower(), s) for s in NOT_SIDE_FILES):  # case-blind file systems too
+        return False
+    return any(fnmatch.fnmatchcase(name, p) for p in SIDE_PATTERNS)
+
+
 _REDO = "re-export it with `subnetscope delta export BASE TARGET -o DIR`"
 
 
@@ -266,6 +289,11 @@ def _stored_files(ck: _Check, raw: object, what: str) -> list[StoredFile]:
         name = ck.str_(f.get("name"), f"{what}[{i}].name")
         if not _SAFE_NAME.match(name) or name in (".", ".."):
             raise ck.fail(f"{what}[{i}].name {name!r} is not a plain file name")
+        if what == "side_files" and not is_side_file_name(name):
+            raise ck.fail(
+                f"side file {name!r} is not a config or tokenizer file: a weight, index or manifest name "
+                "would replace what the rebuild writes"
+            )
         out.append(
             StoredFile(
                 name,
@@ -436,6 +464,20 @@ def load_manifest(delta_dir: str | os.PathLike[str]) -> Manifest:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DeltaFormatError(f"{path}: not readable JSON ({e})", f"the delta is damaged: {_REDO}") from None
     return parse_manifest(obj, path)
+
+
+def not_a_delta(path: Path) -> str | None:
+    """None when ``path`` holds a subnetscope delta and nothing else (what ``overwrite`` may replace);
+    otherwise why it does not."""
+    try:
+        m = load_manifest(path)
+    except DeltaFormatError:
+        return f"it holds no valid {MANIFEST_NAME}"
+    known = {MANIFEST_NAME, *(f.name for f in m.files), *(f.name for f in m.side_files)}
+    extra = sorted(p.name for p in path.iterdir() if p.name not in known)
+    if extra:
+        return f"it also holds {extra[0]!r}, which is not part of the delta"
+    return None
 
 
 def check_files(manifest: Manifest, digests: bool = True, jobs: int = 2) -> None:

@@ -313,7 +313,9 @@ def write_html(
     title: str | None = None,
     sources: Sequence[str] | None = None,
 ) -> None:
-    """Render and write the page atomically."""
+    """Render and write the page atomically; ``sources`` (the reports' paths) are inputs it may not replace."""
     from ..io.atomic import write_text_atomic
+    from ..io.outputs import Output, check_outputs, path_inputs
 
+    check_outputs(path_inputs(sources or [], "a JSON report read"), [Output(path, "the HTML page")])
     write_text_atomic(path, render_html(objs, labels, title, sources))
