@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, validate
 from . import magnitude_bins as mb
 from .dtypes import DType, decode
-from .errors import MaskFormatError, MaskMismatchError, MismatchError, UsageError
+from .errors import MaskFormatError, MaskMismatchError, MismatchError
 from .io.checkpoint import Checkpoint
 from .io.reader import ChunkReader, FileHandles
 from .io.safetensors_header import TensorInfo, read_header
@@ -427,6 +427,8 @@ def overlap(
         chunk_elements: elements per read (default 1 Mi).
         progress: progress bar on stderr (only on a terminal).
     """
+    validate.jobs(jobs)
+    chunk_elements = validate.chunk_elements(chunk_elements)
     m1, m2 = _open_mask(mask1), _open_mask(mask2)
     m1.check_compatible(m2)
     findings: list[Finding] = []
@@ -627,10 +629,9 @@ def overlap_deltas(
     """
     from .plan import make_plan
 
-    if not (tolerance >= 0 and math.isfinite(tolerance)):
-        raise UsageError(
-            f"tolerance {tolerance!r} is not a finite non-negative number", "use values like 1e-5"
-        )
+    tolerance = validate.tolerance(tolerance)
+    validate.jobs(jobs)
+    chunk_elements = validate.chunk_elements(chunk_elements)
     b, t1, t2 = _ck(base), _ck(target1), _ck(target2)
     p1, p2 = make_plan(b, t1), make_plan(b, t2)
     findings = [Finding(f.kind, f.tensor, f"{t1.ref}: {f.detail}") for f in p1.findings]

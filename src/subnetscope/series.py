@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, validate
 from .errors import MismatchError, UsageError
 from .io.checkpoint import INDEX_NAME, Checkpoint
 from .io.reader import ChunkReader, FileHandles
@@ -394,12 +394,11 @@ def series(
     """
     from .engine import default_jobs
 
-    if not (tolerance >= 0 and np.isfinite(tolerance)):
-        raise UsageError(
-            f"tolerance {tolerance!r} is not a finite non-negative number", "use values like 1e-5"
-        )
-    if semantics not in ("exact", "reference"):
-        raise UsageError(f"unknown semantics {semantics!r}", "use 'exact' or 'reference'")
+    tolerance = validate.tolerance(tolerance)
+    validate.semantics(semantics)
+    validate.jobs(jobs)
+    chunk_elements = validate.chunk_elements(chunk_elements)
+    validate.choice(executor, "executor", SERIES_EXECUTORS)
     if isinstance(checkpoints, (str, os.PathLike, Checkpoint)):
         checkpoints = [checkpoints]  # one run directory
     refs: list[CheckpointLike] = []

@@ -22,7 +22,6 @@ whole; other matrices hold one float32 delta at a time.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..dtypes import DType, decode
 from ..errors import SubnetscopeError, UsageError
 from ..io.checkpoint import Checkpoint
@@ -470,11 +469,16 @@ def rank_report(
         progress: a progress bar on stderr (when it is a terminal).
         on_matrix: called with each matrix's result as it is done.
     """
-    mults = [float(m) for m in rtol_multipliers]
-    if not mults or any(not (m > 0 and math.isfinite(m)) for m in mults):
-        raise UsageError(f"rtol multipliers {mults} must be positive numbers", "use e.g. 0.1,1,10")
-    if spectrum_k is not None and spectrum_k < 1:
-        raise UsageError(f"--spectrum {spectrum_k}: k must be at least 1", "use e.g. --spectrum 16")
+    mults = validate.positive_reals(rtol_multipliers, "rtol_multipliers")
+    if spectrum_k is not None:
+        validate.int_range(spectrum_k, "spectrum_k")
+    if sample is not None:
+        validate.int_range(sample, "sample")
+    if layers is not None:
+        if isinstance(layers, (str, bytes)):
+            raise UsageError(f"layers={layers!r} is not a list of layer numbers", "give e.g. [0, 5, 10]")
+        layers = [validate.int_range(x, f"layers[{i}]", 0) for i, x in enumerate(layers)]
+    validate.integer(seed, "seed")
     b = base if isinstance(base, Checkpoint) else load_checkpoint(base)
     t = target if isinstance(target, Checkpoint) else load_checkpoint(target)
     dev = resolve_device(device)

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from .. import __version__
 
@@ -85,8 +86,19 @@ def debug() -> bool:
     return os.environ.get("SUBNETSCOPE_DEBUG", "").strip() not in ("", "0")
 
 
+def parser_error_line(e: click.ClickException) -> str:
+    """A click error (bad option value, unknown option, missing argument...) as one line, the usage hint
+    on the same line: ``Invalid value for '-j' / '--jobs': ...; see 'subnetscope compare --help'``."""
+    msg = " ".join(e.format_message().split())  # click may wrap or end with "Did you mean" on a new line
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, click.UsageError) and ctx is not None:
+        return f"{msg}; see '{ctx.command_path} --help'"
+    return msg
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``subnetscope`` script."""
+    from ..display import printable
     from ..errors import SubnetscopeError
 
     try:
@@ -94,7 +106,7 @@ def main(argv: list[str] | None = None) -> Any:
     except SubnetscopeError as e:
         if debug():
             raise
-        click.echo(f"subnetscope: error: {e.one_line()}", err=True)
+        click.echo(f"subnetscope: error: {printable(e.one_line())}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("subnetscope: interrupted", err=True)
@@ -102,8 +114,13 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("subnetscope: interrupted; no output was written", err=True)
         sys.exit(130)
-    except click.ClickException as e:
+    except NoArgsIsHelpError as e:  # `subnetscope` or `subnetscope delta` alone: the help text
         e.show()
+        sys.exit(2)
+    except click.ClickException as e:
+        if debug():
+            raise
+        click.echo(f"subnetscope: error: {printable(parser_error_line(e))}", err=True)
         sys.exit(2 if e.exit_code == 2 else e.exit_code)
     except BrokenPipeError:
         sys.exit(0)

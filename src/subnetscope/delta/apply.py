@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..dtypes import DTYPES
 from ..engine import default_jobs
 from ..errors import DeltaFormatError, UsageError
@@ -194,6 +194,8 @@ def apply_delta(
     """
     from ..progress import progress_bar
 
+    validate.jobs(jobs)
+    validate.int_range(max_shard_bytes, "max_shard_bytes")
     m = load_manifest(delta_dir)
     nthreads = jobs or default_jobs()
     check_files(m, digests=True, jobs=nthreads)

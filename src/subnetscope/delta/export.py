@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, validate
 from ..engine import default_jobs
 from ..errors import UsageError
 from ..fingerprint import of_checkpoint
@@ -114,8 +114,10 @@ def export_delta(
     directory appears atomically, holding ``delta.json``, the data files and TARGET's config and
     tokenizer files. Nothing is read into memory beyond a few chunks of ``chunk_elements`` per thread.
     """
-    if chunk_elements < 8 or chunk_elements % 8:
-        raise UsageError(f"chunk_elements={chunk_elements}", "use a positive multiple of 8")
+    validate.chunk_elements(chunk_elements, multiple_of_8=True)
+    validate.jobs(jobs)
+    validate.int_range(zstd_level, "zstd_level", -7, 22)
+    validate.int_range(max_file_bytes, "max_file_bytes")
     bck, tck = _as_checkpoint(base), _as_checkpoint(target)
     out = Path(out_dir)
     for ck in (bck, tck):

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..comparison import CheckpointLike, check_tolerances, compare
 from ..engine import Thresholds, count_pair_chunk
 from ..maskfile import MaskFile
@@ -197,6 +197,9 @@ def conjecture(
         semantics: ``"exact"`` or ``"reference"``, as for ``compare``.
     """
     tols = check_tolerances(tolerances)
+    subnetwork_tolerance = validate.tolerance(subnetwork_tolerance, "subnetwork_tolerance")
+    validate.semantics(semantics)
+    validate.jobs(jobs)
     with tempfile.TemporaryDirectory(prefix="subnetscope-conj-") as tmp:
         mask_path = Path(tmp) / "full.mask"
         bf = compare(base, full, sorted({*tols, subnetwork_tolerance}), semantics, jobs=jobs,
