@@ -46,7 +46,8 @@ def tolerances(values: Any, name: str = "tolerances") -> list[float]:
         values = [values]
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise UsageError(f"{name}={values!r} is not a list of numbers", "give e.g. [1e-8, 1e-5]")
-    tols = [tolerance(v, f"{name}[{i}]") for i, v in enumerate(values)]
+    values = list(values)
+    tols = [tolerance(v, f"{name}[{i}]" if len(values) > 1 else name) for i, v in enumerate(values)]
     if not tols:
         raise UsageError(f"{name}: no tolerance given", "give at least one, e.g. 1e-5")
     if len(set(tols)) != len(tols):

@@ -89,7 +89,7 @@ def debug() -> bool:
 def parser_error_line(e: click.ClickException) -> str:
     """A click error (bad option value, unknown option, missing argument...) as one line, the usage hint
     on the same line: ``Invalid value for '-j' / '--jobs': ...; see 'subnetscope compare --help'``."""
-    msg = " ".join(e.format_message().split())  # click may wrap or end with "Did you mean" on a new line
+    msg = " ".join(e.format_message().split()).removesuffix(".")  # click may break "Did you mean" off
     ctx = getattr(e, "ctx", None)
     if isinstance(e, click.UsageError) and ctx is not None:
         return f"{msg}; see '{ctx.command_path} --help'"

@@ -11,20 +11,55 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def parse_tolerances(value: str) -> list[float]:
-    """``"1e-8,1e-5"`` → ``[1e-8, 1e-5]`` with a clear error."""
-    out = []
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(float(part))
-        except ValueError:
-            raise click.BadParameter(f"{part!r} is not a number (use e.g. 1e-8,1e-5)") from None
-    if not out:
-        raise click.BadParameter("give at least one tolerance")
-    return out
+def _opt_name(param: click.Parameter | None, fallback: str) -> str:
+    opts = getattr(param, "opts", None) or []
+    return max(opts, key=len) if opts else fallback
+
+
+class ToleranceList(click.ParamType):
+    """``"1e-8,1e-5"`` → ``[1e-8, 1e-5]``, checked by :func:`subnetscope.validate.tolerances` (the same
+    rule as the library's)."""
+
+    name = "TOL[,TOL...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[float]:
+        from .. import validate
+
+        if isinstance(value, list):
+            return validate.tolerances(value, _opt_name(param, "--tol"))
+        out = []
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(float(part))
+            except ValueError:
+                self.fail(f"{part!r} is not a number (use e.g. 1e-8,1e-5)", param, ctx)
+        if not out:
+            self.fail("give at least one tolerance (e.g. 1e-5)", param, ctx)
+        return validate.tolerances(out, _opt_name(param, "--tol"))
+
+
+class Tolerance(click.ParamType):
+    """One tolerance, checked by :func:`subnetscope.validate.tolerance`."""
+
+    name = "TOL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from .. import validate
+
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number (use e.g. 1e-5)", param, ctx)
+        return validate.tolerance(value, _opt_name(param, "--tol"))
+
+
+#: click types of ``--tol`` lists and single tolerances
+TOLERANCES = ToleranceList()
+TOLERANCE = Tolerance()
 
 
 def format_option(f: F) -> F:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .common import emit_json, format_option, jobs_option
@@ -14,25 +16,32 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _parse_size(value: str) -> int:
-    """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a number of bytes."""
-    v = value.strip().upper()
-    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
-    for suffix, mult in units.items():
-        if v.endswith(suffix):
-            v, scale = v[: -len(suffix)], mult
-            break
-    else:
-        scale = 1
-    try:
-        n = int(float(v) * scale)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a size (use e.g. 5GB, 500MB or a number of bytes)"
-        ) from None
-    if n <= 0:
-        raise click.BadParameter("the size must be positive")
-    return n
+_UNITS = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
+
+
+class Size(click.ParamType):
+    """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a number of bytes → bytes (positive)."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        else:
+            v = str(value).strip().upper()
+            scale = 1
+            for suffix, mult in _UNITS.items():
+                if v.endswith(suffix):
+                    v, scale = v[: -len(suffix)], mult
+                    break
+            try:
+                f = float(v) * scale
+                n = int(f)
+            except (ValueError, OverflowError):
+                self.fail(f"{value!r} is not a size (use e.g. 5GB, 500MB or a number of bytes)", param, ctx)
+        if n <= 0:
+            self.fail(f"{value!r}: the size must be positive", param, ctx)
+        return n
 
 
 @click.group("delta")
@@ -123,6 +132,7 @@ def export(
 @click.option(
     "--max-shard-size",
     "max_shard",
+    type=Size(),
     default="5GB",
     show_default=True,
     help="Largest weight file written (e.g. 2GB, 500MB).",
@@ -135,7 +145,7 @@ def apply(
     output: str,
     verify: bool,
     overwrite: bool,
-    max_shard: str,
+    max_shard: int,
     jobs: int | None,
     fmt: str,
 ) -> None:
@@ -145,7 +155,7 @@ def apply(
     """
     from ..delta import apply_delta
 
-    max_bytes = _parse_size(max_shard)
+    max_bytes = max_shard
     res = apply_delta(
         base, delta_dir, output, verify=verify, jobs=jobs, max_shard_bytes=max_bytes, overwrite=overwrite,
         progress=fmt == "human",

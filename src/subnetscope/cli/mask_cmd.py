@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .common import (
+    TOLERANCE,
     chunk_option,
     emit_json,
     emit_report,
@@ -61,7 +62,7 @@ def mask_summary(report: Any, path: str, tol: float) -> dict[str, Any]:
     help="The mask file to write (atomically).",
 )
 @click.option(
-    "--tol", type=float, default=1e-5, show_default=True, help="Updated means |target - base| > tol."
+    "--tol", type=TOLERANCE, default=1e-5, show_default=True, help="Updated means |target - base| > tol."
 )
 @semantics_option
 @format_option
@@ -82,11 +83,10 @@ def mask(
     The mask records the tolerance, the semantics and a fingerprint of BASE, so that it is never used with
     another model without a clear error. It is written in the same streaming pass as `compare`.
     """
-    from ..comparison import check_tolerances
     from ..comparison import compare as run_compare
     from ..report.table import fmt_tol, human_count, pct
 
-    (t,) = check_tolerances([tol])
+    t = tol  # checked by the option's type, as the library checks it
     report = run_compare(
         base,
         target,
@@ -134,7 +134,7 @@ def mask(
 )
 @click.option(
     "--tol",
-    type=float,
+    type=TOLERANCE,
     default=1e-5,
     show_default=True,
     help="With --deltas: updated means |T - BASE| > tol.",

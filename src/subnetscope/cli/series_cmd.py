@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_report, format_option, jobs_option, output_option, semantics_option
+from .common import TOLERANCE, emit_report, format_option, jobs_option, output_option, semantics_option
 
 
 @click.command("series")
@@ -13,7 +13,7 @@ from .common import emit_report, format_option, jobs_option, output_option, sema
 @click.option(
     "--final", default=None, help="The checkpoint that defines the final subnetwork (default: the last one)."
 )
-@click.option("--tol", type=float, default=1e-5, show_default=True, help="Updated means |Δ| > tol.")
+@click.option("--tol", type=TOLERANCE, default=1e-5, show_default=True, help="Updated means |Δ| > tol.")
 @semantics_option
 @format_option
 @output_option
