@@ -86,14 +86,24 @@ def debug() -> bool:
     return os.environ.get("SUBNETSCOPE_DEBUG", "").strip() not in ("", "0")
 
 
-def parser_error_line(e: click.ClickException) -> str:
+def parser_error_line(e: click.ClickException, argv: list[str] | None = None) -> str:
     """A click error (bad option value, unknown option, missing argument...) as one line, the usage hint
     on the same line: ``Invalid value for '-j' / '--jobs': ...; see 'subnetscope compare --help'``."""
     msg = " ".join(e.format_message().split()).removesuffix(".")  # click may break "Did you mean" off
+    if not isinstance(e, click.UsageError):
+        return msg
     ctx = getattr(e, "ctx", None)
-    if isinstance(e, click.UsageError) and ctx is not None:
-        return f"{msg}; see '{ctx.command_path} --help'"
-    return msg
+    if ctx is not None:
+        path = ctx.command_path
+    else:  # some parser errors carry no context: the command is the leading words of argv
+        words = ["subnetscope"]
+        args = list(sys.argv[1:] if argv is None else argv)
+        if args and args[0] in COMMANDS:
+            words.append(args[0])
+            if args[0] == "delta" and len(args) > 1 and args[1] in ("export", "apply"):
+                words.append(args[1])
+        path = " ".join(words)
+    return f"{msg}; see '{path} --help'"
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None) -> Any:
     except click.ClickException as e:
         if debug():
             raise
-        click.echo(f"subnetscope: error: {printable(parser_error_line(e))}", err=True)
+        click.echo(f"subnetscope: error: {printable(parser_error_line(e, argv))}", err=True)
         sys.exit(2 if e.exit_code == 2 else e.exit_code)
     except BrokenPipeError:
         sys.exit(0)

@@ -93,10 +93,10 @@ def export(
 
     BASE and TARGET: a checkpoint directory, a .safetensors file, an index file, or a hub id org/name[@rev].
     """
+    from .. import validate
     from ..delta import export_delta
 
-    if chunk_elements % 8:
-        raise click.BadParameter("must be a multiple of 8", param_hint="--chunk-elements")
+    validate.chunk_elements(chunk_elements, "--chunk-elements", multiple_of_8=True)
     res = export_delta(
         base, target, output, jobs=jobs, chunk_elements=chunk_elements, zstd_level=level,
         overwrite=overwrite, progress=fmt == "human",
