@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -126,11 +127,41 @@ def emit_report(obj: Any, fmt: str, output: str | None, human: Callable[[], str]
     if fmt == "json":
         sys.stdout.write(text)
     else:
-        click.echo(human())
+        say(human())
     if output:
         log(f"report written to {output}")
 
 
+@contextlib.contextmanager
+def unreadable_report(where: str) -> Iterator[None]:
+    """Around code that reads fields of JSON reports :func:`~subnetscope.report.fields.check_report` does
+    not check: a ``ValueError`` / ``TypeError`` / ``KeyError`` / ``IndexError`` there becomes one typed line
+    naming the file(s) (``SUBNETSCOPE_DEBUG=1`` keeps the original traceback)."""
+    from ..report.fields import ReportFormatError
+    from . import debug
+
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        if debug():
+            raise
+        raise ReportFormatError(
+            f"{where}: a field has the wrong type or is missing ({type(e).__name__}: {e})",
+            "the file was edited or damaged: regenerate it with the command that wrote it "
+            "(SUBNETSCOPE_DEBUG=1 shows where it failed)",
+        ) from None
+
+
+def say(text: str) -> None:
+    """Human-readable text on stdout; its own line breaks stay, any other control character is escaped (the
+    renderers escape the names they interpolate, see :mod:`subnetscope.display`; this is the last guard)."""
+    from ..display import printable_lines
+
+    click.echo(printable_lines(text))
+
+
 def log(msg: str) -> None:
-    """A line on stderr."""
-    click.echo(msg, err=True)
+    """One line on stderr (control characters escaped: a path or tensor name cannot start a second line)."""
+    from ..display import printable
+
+    click.echo(printable(msg), err=True)

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from .common import emit_json, format_option, jobs_option
+from ..display import printable
+from .common import emit_json, format_option, jobs_option, say
 
 
 def _size(n: int) -> str:
@@ -106,10 +107,10 @@ def export(
         emit_json(j)
         return
     enc = ", ".join(f"{n} {k}" for k, n in sorted(j["encodings"].items(), key=lambda kv: -kv[1]))
-    click.echo(f"delta      {res.path}")
-    click.echo(f"tensors    {j['tensors']}: {enc}; {len(j['removed'])} removed")
-    click.echo(f"changed    {j['changed']:,} of {j['numel']:,} elements ({100 * j['density']:.2f} %)")
-    click.echo(
+    say(
+        f"delta      {printable(res.path)}\n"
+        f"tensors    {j['tensors']}: {enc}; {len(j['removed'])} removed\n"
+        f"changed    {j['changed']:,} of {j['numel']:,} elements ({100 * j['density']:.2f} %)\n"
         f"size       {_size(j['delta_bytes'])} = {j['ratio']:.3f} x TARGET ({_size(j['target_bytes'])})"
     )
 
@@ -163,11 +164,12 @@ def apply(
     if fmt == "json":
         emit_json(res.to_json())
         return
-    click.echo(f"checkpoint {res.path}")
-    shards = [f for f in res.files if f.endswith(".safetensors")]
+    shards = [printable(f) for f in res.files if f.endswith(".safetensors")]
     where = shards[0] if len(shards) == 1 else f"{len(shards)} shards {shards[0]} .. {shards[-1]} + index"
-    click.echo(f"tensors    {res.tensors} ({_size(res.nbytes)}) in {where}")
-    click.echo(
-        f"copied     {', '.join(res.side_files) or 'no config/tokenizer files'} (from the {res.side_files_from})"
+    copied = ", ".join(printable(f) for f in res.side_files) or "no config/tokenizer files"
+    say(
+        f"checkpoint {printable(res.path)}\n"
+        f"tensors    {res.tensors} ({_size(res.nbytes)}) in {where}\n"
+        f"copied     {copied} (from the {res.side_files_from})\n"
+        f"verified   {'every tensor matches its sha256' if res.verified else 'no (pass --verify)'}"
     )
-    click.echo(f"verified   {'every tensor matches its sha256' if res.verified else 'no (pass --verify)'}")

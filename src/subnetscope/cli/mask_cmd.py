@@ -15,6 +15,7 @@ from .common import (
     jobs_option,
     log,
     output_option,
+    say,
     semantics_option,
 )
 
@@ -84,7 +85,8 @@ def mask(
     another model without a clear error. It is written in the same streaming pass as `compare`.
     """
     from ..comparison import compare as run_compare
-    from ..report.table import fmt_tol, human_count, pct
+    from ..display import printable
+    from ..report.table import fmt_tol, human_count, pct, ref_of
 
     t = tol  # checked by the option's type, as the library checks it
     report = run_compare(
@@ -103,10 +105,10 @@ def mask(
         emit_json(s)
         return
     ratio = s["bytes_per_bf16_byte"]
-    click.echo(
-        f"mask written to {output}\n"
-        f"  base:   {report.base.get('ref')}\n"
-        f"  target: {report.target.get('ref')}\n"
+    say(
+        f"mask written to {printable(output)}\n"
+        f"  base:   {ref_of(report.base)}\n"
+        f"  target: {ref_of(report.target)}\n"
         f"  {s['tensors']} tensors, {human_count(s['numel'])} parameters; updated at tol {fmt_tol(t)} "
         f"({semantics}): {s['changed']:,} ({pct(1 - s['sparsity'])}), sparsity {pct(s['sparsity'])}\n"
         f"  {s['bytes']:,} bytes" + (f" (1/{1 / ratio:.1f} of the model in bf16)" if ratio else "")

@@ -30,7 +30,10 @@ def report(reports: tuple[str, ...], added: tuple[str, ...], labels: tuple[str, 
     """  # fmt: skip
     from ..report.html import write_html
     from ..report.schema import load_json
+    from .common import unreadable_report
 
-    objs = [load_json(p) for p in (*reports, *added)]
-    write_html(output, objs, labels=list(labels) or None, title=title, sources=[*reports, *added])
+    paths = [*reports, *added]
+    objs = [load_json(p) for p in paths]
+    with unreadable_report(", ".join(paths)):
+        write_html(output, objs, labels=list(labels) or None, title=title, sources=paths)
     log(f"report written to {output}")
