@@ -117,6 +117,10 @@ def compare(
     chunk_elements = validate.chunk_elements(chunk_elements)
     if mask_tolerance is not None:
         mask_tolerance = validate.tolerance(mask_tolerance, "mask_tolerance")
+    if isinstance(executor, str) or executor is None:
+        from .executors import EXECUTORS
+
+        validate.choice(executor or "threads", "executor", EXECUTORS)
     b, t = _ck(base), _ck(target)
     plan = make_plan(b, t)
     report = Report(describe(b), describe(t), semantics, tols, [], list(plan.findings), __version__)
