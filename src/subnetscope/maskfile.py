@@ -227,7 +227,14 @@ class MaskFile(Mapping[str, np.ndarray]):
                     f"{self.path}: tensor {name!r} is missing or has the wrong size for shape {list(shape)}",
                     "the file was edited or damaged: regenerate the mask",
                 )
-        if self.format_version != "1":
+        if self.format_version == "1":
+            if "header_sha256" in meta:  # version 1 never wrote one: the version was edited down
+                raise MaskFormatError(
+                    f"{self.path}: mask metadata is damaged (format_version: '1' but the header has a "
+                    "header_sha256, which version 1 never wrote)",
+                    "regenerate the mask",
+                )
+        else:
             entries = {
                 n: (
                     i.dtype.code,
@@ -344,7 +351,7 @@ class _MetaFields:
         out = {}
         for name, shape in self._object("shapes").items():
             if not (isinstance(shape, list) and all(type(x) is int and x >= 0 for x in shape)):
-                raise self._bad("shapes", f"tensor {name!r} has an invalid shape {shape!r}")
+                raise self._bad("shapes", f"tensor {name!r} has an invalid shape {json.dumps(shape)}")
             out[name] = tuple(shape)
         return out
 
