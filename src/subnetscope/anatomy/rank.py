@@ -521,26 +521,29 @@ def _rank_pair(
     cols = pair.target.shape[1]
     rows = pair.compare_numel // cols
     spec = None
-    try:
-        if spectrum_k is not None:
-            from .spectrum import spectrum_metrics
+    # NaN/Inf and overflowing differences are found below, from the Gram matrix: no numpy warnings
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            if spectrum_k is not None:
+                from .spectrum import spectrum_metrics
 
-            w0 = read_matrix(pair.base, rows, handles)
-            w1 = read_matrix(pair.target, rows, handles)
-            d = read_delta(pair, handles)
-            if not np.isfinite(d).all():
-                return None
-            g = _gram_torch(d, device) if device != "cpu" else gram(d)
-            spec = spectrum_metrics(w0, w1, spectrum_k, delta=d, seed=seed, device=device)
-            del w0, w1, d
-        elif device != "cpu":
-            g = _gram_torch(read_delta(pair, handles), device)
-        else:
-            g, rows, cols = pair_gram(pair, handles)
-    except MemoryError:
-        raise SubnetscopeError(
-            f"{pair.name}: out of memory ranking a {rows}x{cols} delta", "use --rank-sample or --rank-layers"
-        ) from None
+                w0 = read_matrix(pair.base, rows, handles)
+                w1 = read_matrix(pair.target, rows, handles)
+                d = read_delta(pair, handles)
+                if not np.isfinite(d).all():
+                    return None
+                g = _gram_torch(d, device) if device != "cpu" else gram(d)
+                spec = spectrum_metrics(w0, w1, spectrum_k, delta=d, seed=seed, device=device)
+                del w0, w1, d
+            elif device != "cpu":
+                g = _gram_torch(read_delta(pair, handles), device)
+            else:
+                g, rows, cols = pair_gram(pair, handles)
+        except MemoryError:
+            raise SubnetscopeError(
+                f"{pair.name}: out of memory ranking a {rows}x{cols} delta",
+                "use --rank-sample or --rank-layers",
+            ) from None
     # a float32 delta squared and summed in float64 cannot overflow: a non-finite Gram matrix means a NaN or
     # Inf in the delta (one in either checkpoint, or a difference of finite values beyond float32's range)
     if not np.isfinite(g).all():
