@@ -106,8 +106,11 @@ def check(value: Any, spec: Any, path: str, where: str) -> None:
         )
 
     if isinstance(spec, Opt):
-        if value is not None:
-            check(value, spec.spec, path, where)
+        if value is None:
+            return
+        if isinstance(spec.spec, _Scalar) and not _is(value, spec.spec):
+            raise fail(path, value, spec)
+        check(value, spec.spec, path, where)
         return
     if isinstance(spec, _Scalar):
         if not _is(value, spec):
