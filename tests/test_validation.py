@@ -81,6 +81,37 @@ def _mask_writer(**kw):
     return lambda b, t, out: MaskWriter(out / "w.mask", {"w": (8,)}, fp, **args)
 
 
+def _ulp(**kw):
+    from subnetscope.anatomy.ulp import ULPHistograms
+
+    args = {"tolerances": [1e-5], **kw}
+    return lambda b, t, out: ULPHistograms(**args)
+
+
+def _compare_ulp(**kw):
+    from subnetscope.anatomy.ulp import compare_ulp
+
+    return lambda b, t, out: compare_ulp(b, t, [1e-5], **kw)
+
+
+def _delta_rank(**kw):
+    import numpy as np
+
+    from subnetscope.anatomy.rank import delta_rank
+
+    return lambda b, t, out: delta_rank(np.ones((3, 3), np.float32), **kw)
+
+
+def _spectrum(**kw):
+    import numpy as np
+
+    from subnetscope.anatomy.spectrum import spectrum_metrics
+
+    args = {"k": 1, **kw}
+    w = np.ones((3, 3), np.float32)
+    return lambda b, t, out: spectrum_metrics(w, w, **args)
+
+
 # (label, call(base, target, tmp) -> anything, fragment of the message)
 CASES = [
     ("compare jobs=0", _compare(jobs=0), "jobs=0 must be at least 1"),
@@ -146,6 +177,13 @@ CASES = [
     ("UpdateTracker every=1.5", _tracker(every=1.5), "every=1.5 is not an integer"),
     ("UpdateTracker tolerances=['a']", _tracker(tolerances=["a"]), "tolerances='a' is not a number"),
     ("UpdateTracker tolerances=[-1]", _tracker(tolerances=[-1]), "tolerances=-1.0 is not a finite"),
+    ("ULPHistograms step_size=-1", _ulp(step_size=-1.0), "step_size=-1.0 is not a finite positive number"),
+    ("ULPHistograms step_size='1e-6'", _ulp(step_size="1e-6"), "step_size='1e-6' is not a finite positive"),
+    ("ULPHistograms tolerances=[nan]", _ulp(tolerances=[NAN]), "tolerances=nan is not a finite"),
+    ("compare_ulp step_size=0", _compare_ulp(step_size=0), "step_size=0 is not a finite positive number"),
+    ("delta_rank rtol_multipliers=[-1]", _delta_rank(rtol_multipliers=[-1]), "rtol_multipliers[0]=-1"),
+    ("spectrum_metrics k=0", _spectrum(k=0), "k=0 must be at least 1"),
+    ("spectrum_metrics principal_density=2", _spectrum(principal_density=2.0), "principal_density=2.0 is above 1"),
     ("MaskWriter tolerance=-1", _mask_writer(tolerance=-1), "tolerance=-1.0 is not a finite non-negative"),
     ("MaskWriter tolerance=nan", _mask_writer(tolerance=NAN), "tolerance=nan is not a finite"),
     ("MaskWriter tolerance='0.1'", _mask_writer(tolerance="0.1"), "tolerance='0.1' is not a number"),

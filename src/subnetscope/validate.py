@@ -94,6 +94,13 @@ def integer(value: Any, name: str) -> int:
     return int(value)
 
 
+def positive_real(value: Any, name: str) -> float:
+    """A finite, positive real number."""
+    if not _is_real(value) or not (float(value) > 0 and math.isfinite(float(value))):
+        raise UsageError(f"{name}={value!r} is not a finite positive number", "give e.g. 1e-6")
+    return float(value)
+
+
 def positive_reals(values: Sequence[Any], name: str) -> list[float]:
     """A non-empty list of finite, positive numbers."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):

@@ -314,6 +314,7 @@ def delta_rank(
 ) -> MatrixRank:
     """Rank statistics of one 2-D float32 delta (numpy array or torch tensor); ``rank`` equals
     ``torch.linalg.matrix_rank(delta)`` (see the module docstring for the argument)."""
+    rtol_multipliers = validate.positive_reals(rtol_multipliers, "rtol_multipliers")
     d = delta.detach().cpu().numpy() if hasattr(delta, "detach") else np.asarray(delta)
     if d.ndim != 2:
         raise UsageError(f"rank needs a 2-D matrix, got shape {list(d.shape)}", "pass a weight matrix")
