@@ -64,7 +64,21 @@ CASES: list[tuple[str, list[str], str]] = [
     ),
     ("compare --rank-sample 0", ["compare", "--rank-sample", "0", "a", "b"], "0 is not in the range x>=1"),
     ("compare --spectrum 0", ["compare", "--spectrum", "0", "a", "b"], "0 is not in the range x>=1"),
-    ("compare --step-size abc", ["compare", "--step-size", "abc", "a", "b"], "'abc' is not a valid float"),
+    (
+        "compare --step-size abc",
+        ["compare", "--step-size", "abc", "a", "b"],
+        "'--step-size': 'abc' is not a number",
+    ),
+    (
+        "compare --step-size -1",
+        ["compare", "--step-size", "-1", "a", "b"],
+        "--step-size=-1.0 is not a finite positive",
+    ),
+    (
+        "compare --step-size 0",
+        ["compare", "--step-size", "0", "a", "b"],
+        "--step-size=0.0 is not a finite positive",
+    ),
     ("compare -o missing value", ["compare", "a", "b", "-o"], "Option '-o' requires an argument"),
     # mask
     ("mask missing -o", ["mask", "a", "b"], "Missing option '-o' / '--output'"),

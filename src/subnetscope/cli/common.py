@@ -58,9 +58,26 @@ class Tolerance(click.ParamType):
         return validate.tolerance(value, _opt_name(param, "--tol"))
 
 
-#: click types of ``--tol`` lists and single tolerances
+class PositiveNumber(click.ParamType):
+    """A finite positive number, checked by :func:`subnetscope.validate.positive_real`."""
+
+    name = "X"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from .. import validate
+
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number", param, ctx)
+        return validate.positive_real(value, _opt_name(param, "value"))
+
+
+#: click types of ``--tol`` lists, single tolerances and other positive numbers
 TOLERANCES = ToleranceList()
 TOLERANCE = Tolerance()
+POSITIVE = PositiveNumber()
 
 
 def format_option(f: F) -> F:

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .common import (
+    POSITIVE,
     TOLERANCE,
     TOLERANCES,
     chunk_option,
@@ -72,7 +73,10 @@ from .common import (
 )
 @click.option("--ulp", is_flag=True, help="Also histogram change sizes in ULPs and |delta| (same pass).")
 @click.option(
-    "--step-size", type=float, default=None, help="With --ulp: share of weights that round a step of S away."
+    "--step-size",
+    type=POSITIVE,
+    default=None,
+    help="With --ulp: share of weights that round a step of S away.",
 )
 @click.option("--rank", "rank", is_flag=True, help="Also compute the rank of every 2-D update (second read).")
 @click.option(
