@@ -238,10 +238,13 @@ def test_usage_hint_names_the_subcommand(capsys):
 
 @pytest.mark.parametrize("args", [[], ["delta"]], ids=["subnetscope", "subnetscope delta"])
 def test_no_arguments_still_shows_help(capsys, args):
-    with pytest.raises(SystemExit) as e:
+    try:
         main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
     out, err = capsys.readouterr()
-    assert e.value.code == 2
+    assert code in (0, 2)  # click < 8.2 returns 0 after the help, later versions exit 2
     assert "Usage: subnetscope" in out + err and "Commands:" in out + err
 
 

@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 import click
-from click.exceptions import NoArgsIsHelpError
 
 from .. import __version__
 
@@ -124,10 +123,12 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("subnetscope: interrupted; no output was written", err=True)
         sys.exit(130)
-    except NoArgsIsHelpError as e:  # `subnetscope` or `subnetscope delta` alone: the help text
-        e.show()
-        sys.exit(2)
     except click.ClickException as e:
+        if (
+            type(e).__name__ == "NoArgsIsHelpError"
+        ):  # `subnetscope` or `subnetscope delta` alone (click >= 8.2)
+            e.show()
+            sys.exit(2)
         if debug():
             raise
         click.echo(f"subnetscope: error: {printable(parser_error_line(e, argv))}", err=True)
