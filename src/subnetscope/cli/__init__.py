@@ -124,9 +124,8 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo("subnetscope: interrupted; no output was written", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        if (
-            type(e).__name__ == "NoArgsIsHelpError"
-        ):  # `subnetscope` or `subnetscope delta` alone (click >= 8.2)
+        # `subnetscope` or `subnetscope delta` alone: the help text (click >= 8.2 raises for it)
+        if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
             sys.exit(2)
         if debug():
