@@ -6,9 +6,9 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, validate
 from .engine import ChunkConsumer, PassOptions
-from .errors import StrictCheckError, UsageError
+from .errors import StrictCheckError
 from .io.checkpoint import Checkpoint
 from .plan import Pair, Plan, make_plan
 from .refs import load_checkpoint
@@ -30,17 +30,10 @@ def _ck(x: CheckpointLike) -> Checkpoint:
     return x if isinstance(x, Checkpoint) else load_checkpoint(x)
 
 
-def check_tolerances(tolerances: Sequence[float]) -> list[float]:
-    """Validate a tolerance list (non-empty, finite, non-negative, no duplicates)."""
-    tols = [float(t) for t in tolerances]
-    if not tols:
-        raise UsageError("no tolerance given", "pass at least one, e.g. --tol 1e-5")
-    for t in tols:
-        if not (t >= 0 and t != float("inf")):
-            raise UsageError(f"tolerance {t!r} is not a finite non-negative number", "use values like 1e-5")
-    if len(set(tols)) != len(tols):
-        raise UsageError(f"duplicate tolerances in {tols}", "list each tolerance once")
-    return tols
+def check_tolerances(tolerances: Sequence[float], name: str = "tolerances") -> list[float]:
+    """Validate a tolerance list (non-empty, finite, non-negative, no duplicates); see
+    :func:`subnetscope.validate.tolerances`."""
+    return validate.tolerances(tolerances, name)
 
 
 def nonfinite_findings(report: Report) -> list[Finding]:
@@ -120,8 +113,15 @@ def compare(
     value in the same pass; the report then has an ``fp8`` section (see :mod:`subnetscope.fp8`).
     """
     tols = check_tolerances(tolerances)
-    if semantics not in ("exact", "reference"):
-        raise UsageError(f"unknown semantics {semantics!r}", "use 'exact' or 'reference'")
+    validate.semantics(semantics)
+    validate.jobs(jobs)
+    chunk_elements = validate.chunk_elements(chunk_elements)
+    if mask_tolerance is not None:
+        mask_tolerance = validate.tolerance(mask_tolerance, "mask_tolerance")
+    if isinstance(executor, str) or executor is None:
+        from .executors import EXECUTORS
+
+        validate.choice(executor or "threads", "executor", EXECUTORS)
     b, t = _ck(base), _ck(target)
     from .io.outputs import INTO, Output, check_outputs, checkpoint_inputs
 

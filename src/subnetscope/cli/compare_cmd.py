@@ -7,13 +7,15 @@ from typing import Any
 import click
 
 from .common import (
+    POSITIVE,
+    TOLERANCE,
+    TOLERANCES,
     chunk_option,
     emit_report,
     format_option,
     jobs_option,
     log,
     output_option,
-    parse_tolerances,
     semantics_option,
 )
 
@@ -24,6 +26,7 @@ from .common import (
 @click.option(
     "--tol",
     "tol",
+    type=TOLERANCES,
     default="1e-8,1e-7,1e-6,1e-5",
     show_default=True,
     help="Comma-separated tolerances: unchanged means |target - base| <= tol.",
@@ -38,7 +41,7 @@ from .common import (
 )
 @click.option(
     "--mask-tol",
-    type=float,
+    type=TOLERANCE,
     default=None,
     help="Tolerance of --mask-out (default: 1e-5 if listed, else the largest).",
 )
@@ -70,7 +73,10 @@ from .common import (
 )
 @click.option("--ulp", is_flag=True, help="Also histogram change sizes in ULPs and |delta| (same pass).")
 @click.option(
-    "--step-size", type=float, default=None, help="With --ulp: share of weights that round a step of S away."
+    "--step-size",
+    type=POSITIVE,
+    default=None,
+    help="With --ulp: share of weights that round a step of S away.",
 )
 @click.option("--rank", "rank", is_flag=True, help="Also compute the rank of every 2-D update (second read).")
 @click.option(
@@ -87,7 +93,7 @@ from .common import (
 def compare(
     base: str,
     target: str,
-    tol: str,
+    tol: list[float],
     semantics: str,
     fmt: str,
     output: str | None,
@@ -115,7 +121,7 @@ def compare(
     from ..errors import StrictCheckError
     from ..report.table import render_compare
 
-    tols = parse_tolerances(tol)
+    tols = tol
     ulp = ulp or step_size is not None
     rank = rank or rank_sample is not None or rank_layers is not None or spectrum is not None
     consumers: list[Any] = []

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .common import (
+    TOLERANCE,
     chunk_option,
     emit_json,
     emit_report,
@@ -14,6 +15,7 @@ from .common import (
     jobs_option,
     log,
     output_option,
+    say,
     semantics_option,
 )
 
@@ -61,7 +63,7 @@ def mask_summary(report: Any, path: str, tol: float) -> dict[str, Any]:
     help="The mask file to write (atomically).",
 )
 @click.option(
-    "--tol", type=float, default=1e-5, show_default=True, help="Updated means |target - base| > tol."
+    "--tol", type=TOLERANCE, default=1e-5, show_default=True, help="Updated means |target - base| > tol."
 )
 @semantics_option
 @format_option
@@ -82,13 +84,13 @@ def mask(
     The mask records the tolerance, the semantics and a fingerprint of BASE, so that it is never used with
     another model without a clear error. It is written in the same streaming pass as `compare`.
     """
-    from ..comparison import check_tolerances
     from ..comparison import compare as run_compare
+    from ..display import printable
     from ..io.outputs import Output, check_outputs, checkpoint_inputs
     from ..refs import load_checkpoint
-    from ..report.table import fmt_tol, human_count, pct
+    from ..report.table import fmt_tol, human_count, pct, ref_of
 
-    (t,) = check_tolerances([tol])
+    t = tol  # checked by the option's type, as the library checks it
     bck, tck = load_checkpoint(base), load_checkpoint(target)
     check_outputs(
         [*checkpoint_inputs(bck, "BASE"), *checkpoint_inputs(tck, "TARGET")], [Output(output, "-o")]
@@ -109,10 +111,10 @@ def mask(
         emit_json(s)
         return
     ratio = s["bytes_per_bf16_byte"]
-    click.echo(
-        f"mask written to {output}\n"
-        f"  base:   {report.base.get('ref')}\n"
-        f"  target: {report.target.get('ref')}\n"
+    say(
+        f"mask written to {printable(output)}\n"
+        f"  base:   {ref_of(report.base)}\n"
+        f"  target: {ref_of(report.target)}\n"
         f"  {s['tensors']} tensors, {human_count(s['numel'])} parameters; updated at tol {fmt_tol(t)} "
         f"({semantics}): {s['changed']:,} ({pct(1 - s['sparsity'])}), sparsity {pct(s['sparsity'])}\n"
         f"  {s['bytes']:,} bytes" + (f" (1/{1 / ratio:.1f} of the model in bf16)" if ratio else "")
@@ -140,7 +142,7 @@ def mask(
 )
 @click.option(
     "--tol",
-    type=float,
+    type=TOLERANCE,
     default=1e-5,
     show_default=True,
     help="With --deltas: updated means |T - BASE| > tol.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import (
+    TOLERANCE,
     check_report_output,
     emit_report,
     format_option,
@@ -20,7 +21,7 @@ from .common import (
 @click.option(
     "--final", default=None, help="The checkpoint that defines the final subnetwork (default: the last one)."
 )
-@click.option("--tol", type=float, default=1e-5, show_default=True, help="Updated means |Δ| > tol.")
+@click.option("--tol", type=TOLERANCE, default=1e-5, show_default=True, help="Updated means |Δ| > tol.")
 @semantics_option
 @format_option
 @output_option

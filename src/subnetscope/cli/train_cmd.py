@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from .common import (
+    TOLERANCE,
+    TOLERANCES,
     check_report_output,
     emit_report,
     format_option,
     jobs_option,
     output_option,
-    parse_tolerances,
     semantics_option,
 )
 
@@ -20,11 +21,11 @@ from .common import (
 @click.option("--full", "full", required=True, help="The fully finetuned model F.")
 @click.option("--sub", "sub", required=True, help="The model finetuned inside F's subnetwork S.")
 @click.option(
-    "--tol", "tol", default="1e-5,1e-4", show_default=True,
+    "--tol", "tol", type=TOLERANCES, default="1e-5,1e-4", show_default=True,
     help="Comma-separated tolerances: S and F agree on an element when |S - F| <= tol.",
 )  # fmt: skip
 @click.option(
-    "--subnetwork-tol", type=float, default=1e-5, show_default=True,
+    "--subnetwork-tol", type=TOLERANCE, default=1e-5, show_default=True,
     help="F's subnetwork: the elements with |F - base| > this.",
 )  # fmt: skip
 @semantics_option
@@ -35,7 +36,7 @@ def conjecture(
     base: str,
     full: str,
     sub: str,
-    tol: str,
+    tol: list[float],
     subnetwork_tol: float,
     semantics: str,
     fmt: str,
@@ -50,8 +51,7 @@ def conjecture(
     from ..train.sub_vs_full import conjecture as run
     from ..train.sub_vs_full import render
 
-    tols = parse_tolerances(tol)
     check_report_output(output, {"BASE": base, "FULL": full, "SUB": sub})
-    result = run(base, full, sub, tols, subnetwork_tolerance=subnetwork_tol,
+    result = run(base, full, sub, tol, subnetwork_tolerance=subnetwork_tol,
                  semantics=semantics, jobs=jobs, progress=fmt == "human")  # fmt: skip
     emit_report(result.to_json(), fmt, output, lambda: render(result))

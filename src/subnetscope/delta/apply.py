@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..dtypes import DTYPES
 from ..engine import default_jobs
 from ..errors import DeltaFormatError
@@ -256,6 +256,8 @@ def apply_delta(
     """
     from ..progress import progress_bar
 
+    validate.jobs(jobs)
+    validate.int_range(max_shard_bytes, "max_shard_bytes")
     m = load_manifest(delta_dir)
     nthreads = jobs or default_jobs()
     bck = base if isinstance(base, Checkpoint) else load_checkpoint(base)

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, validate
 from ..engine import default_jobs
-from ..errors import UsageError
 from ..fingerprint import of_checkpoint
 from ..io.atomic import atomic_dir
 from ..io.checkpoint import Checkpoint
@@ -117,8 +116,10 @@ def export_delta(
     ``out_dir`` may not be, hold or lie inside an input; with ``overwrite`` an existing ``out_dir`` is
     replaced only when it holds a delta and nothing else.
     """
-    if chunk_elements < 8 or chunk_elements % 8:
-        raise UsageError(f"chunk_elements={chunk_elements}", "use a positive multiple of 8")
+    validate.chunk_elements(chunk_elements, multiple_of_8=True)
+    validate.jobs(jobs)
+    validate.int_range(zstd_level, "zstd_level", -7, 22)
+    validate.int_range(max_file_bytes, "max_file_bytes")
     bck, tck = _as_checkpoint(base), _as_checkpoint(target)
     out = Path(out_dir)
     check_outputs(

@@ -279,6 +279,10 @@ def render_html(
     sources: Sequence[str] | None = None,
 ) -> str:
     """The page for these JSON reports (compare and/or rank), as one HTML string."""
+    from .fields import check_report
+
+    for i, o in enumerate(objs):
+        check_report(o, sources[i] if sources and i < len(sources) else f"report {i + 1}")
     compares, ranks = split_reports(objs, labels)
     title = title or "subnetscope report: " + ", ".join(lab for lab, _ in (compares or ranks))
     parts = []
