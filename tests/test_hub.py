@@ -152,7 +152,12 @@ def test_delta_export_on_hub_ids_rebuilds_the_target(hub, tmp_path):
     for f in sorted(out.glob("*.safetensors")):
         rebuilt.update(load_file(f))
     assert changed_count(hub["t2"], rebuilt) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    # the weights, the config copied from the delta, and apply's record of what it wrote (for --overwrite)
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".subnetscope-apply.json",
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 def test_nested_snapshot_folder(tmp_path):
