@@ -174,9 +174,9 @@ def test_output_exists_or_is_an_input(delta, tmp_path):
     with pytest.raises(UsageError, match="already exists"):
         apply_delta(bdir, d, out)
     assert (out / "keep.txt").read_text() == "x"
-    with pytest.raises(UsageError, match="is an input directory"):
+    with pytest.raises(UsageError, match=r"the output directory is an input \(BASE directory\)"):
         apply_delta(bdir, d, bdir, overwrite=True)
-    with pytest.raises(UsageError, match="is an input checkpoint's directory"):
+    with pytest.raises(UsageError, match=r"the delta directory is an input \(BASE directory\)"):
         export_delta(bdir, bdir, bdir, overwrite=True)
     assert json.loads((bdir / "config.json").read_text())
 
@@ -199,3 +199,67 @@ def test_wrong_base_that_differs_only_where_the_delta_replaces(tmp_path):
         tdir, tmp_path / "d", tmp_path / "out", DeltaBaseMismatchError, "was made against another model",
         "the delta's base has 21 tensors and 22,688 elements, this one 21 and 21,408",
     )  # fmt: skip
+
+
+# -- side files never take a weight's place (issue 14, item 4) ----------------------------------------------
+
+WEIGHT_NAMES = [
+    "model.safetensors",
+    "model-00001-of-00002.safetensors",
+    "model.safetensors.index.json",
+    "adapter.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model-00001-of-00002.bin",
+    "pytorch_model.bin.index.json",
+    "MODEL.SAFETENSORS",
+    ".subnetscope-apply.json",
+]
+
+
+@pytest.mark.parametrize("name", [*WEIGHT_NAMES, MANIFEST_NAME])
+def test_a_side_file_named_like_a_weight_or_index_file_is_refused(delta, tmp_path, name):
+    """A delta whose side files include model.safetensors (here: the base's weights, so that a copy after
+    the rebuild would leave the base under the target's name) is refused by that name, writing nothing."""
+    import hashlib
+
+    bdir, d, out = delta
+    evil = tmp_path / "evil.safetensors"
+    save_checkpoint(random_state(small_shapes()), tmp_path / "evil")
+    evil.write_bytes((tmp_path / "evil" / "model.safetensors").read_bytes())
+    if name != MANIFEST_NAME:
+        (d / name).write_bytes(evil.read_bytes())
+    entry = {
+        "name": name,
+        "bytes": evil.stat().st_size,
+        "sha256": hashlib.sha256(evil.read_bytes()).hexdigest(),
+    }
+    edit_manifest(d, lambda m: m["side_files"].append(entry))
+    words = f"side file {name!r} is not a config or tokenizer file: a weight, index or manifest name"
+    _refused(bdir, d, out, DeltaFormatError, words, verify=True)
+    with pytest.raises(DeltaFormatError, match="would replace what the rebuild writes"):
+        load_manifest(d)
+
+
+def test_verify_checks_what_is_finally_on_disk(delta, monkeypatch):
+    """Anything that changes the directory after the tensors are rebuilt (here: a side-file copy that lands
+    on the weights) is caught by --verify, which reads the finished directory back."""
+    import subnetscope.delta.apply as apply_mod
+
+    bdir, d, out = delta
+    real_copy = apply_mod.copy_side_files
+
+    def copy_and_clobber(files, dest):
+        got = real_copy(files, dest)
+        weights = dest / "model.safetensors"
+        raw = bytearray(weights.read_bytes())
+        raw[-1] ^= 0x01  # one bit of the last tensor
+        weights.write_bytes(bytes(raw))
+        return got
+
+    monkeypatch.setattr(apply_mod, "copy_side_files", copy_and_clobber)
+    e = _refused(bdir, d, out, DeltaVerifyError, "does not match the sha256 in the manifest; nothing was written",
+                 verify=True)  # fmt: skip
+    assert "rebuilt tensor" in str(e)
+    monkeypatch.undo()
+    res = apply_delta(bdir, d, out, verify=True)
+    assert res.verified and (out / "model.safetensors").is_file()

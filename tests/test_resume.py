@@ -13,6 +13,7 @@ from scale_helpers import Probe, comparable
 from subnetscope.cli import cli
 from subnetscope.engine.executors import ProcessExecutor
 from subnetscope.engine.resume import JOURNAL, MASK_BITS, ResumeMismatchError, journaled
+from subnetscope.errors import OutputConflictError
 from subnetscope.measures.compare_resume import CompareResume
 
 TOLS = [1e-8, 1e-6, 1e-5]
@@ -118,7 +119,7 @@ def test_stale_or_foreign_directories_are_refused(llama_pair, tmp_path):
     with pytest.raises(ResumeMismatchError, match=r"is not empty and has no manifest\.json"):
         subnetscope.compare(bdir, tdir, TOLS, resume=junk)
     (tmp_path / "file").write_text("")
-    with pytest.raises(ResumeMismatchError, match="is a file, not a resume directory"):
+    with pytest.raises(OutputConflictError, match="file: resume exists and is not a directory"):
         subnetscope.compare(bdir, tdir, TOLS, resume=tmp_path / "file")
 
     lines = (res / JOURNAL).read_text().splitlines()

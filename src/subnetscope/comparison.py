@@ -6,8 +6,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .errors import StrictCheckError, UsageError
+from . import __version__, validate
+from .errors import StrictCheckError
 from .io.checkpoint import Checkpoint
 from .measures.compare import ChunkConsumer, PassOptions, run_pass
 from .plan import Pair, Plan, make_plan
@@ -30,17 +30,10 @@ def _ck(x: CheckpointLike) -> Checkpoint:
     return x if isinstance(x, Checkpoint) else load_checkpoint(x)
 
 
-def check_tolerances(tolerances: Sequence[float]) -> list[float]:
-    """Validate a tolerance list (non-empty, finite, non-negative, no duplicates)."""
-    tols = [float(t) for t in tolerances]
-    if not tols:
-        raise UsageError("no tolerance given", "pass at least one, e.g. --tol 1e-5")
-    for t in tols:
-        if not (t >= 0 and t != float("inf")):
-            raise UsageError(f"tolerance {t!r} is not a finite non-negative number", "use values like 1e-5")
-    if len(set(tols)) != len(tols):
-        raise UsageError(f"duplicate tolerances in {tols}", "list each tolerance once")
-    return tols
+def check_tolerances(tolerances: Sequence[float], name: str = "tolerances") -> list[float]:
+    """Validate a tolerance list (non-empty, finite, non-negative, no duplicates); see
+    :func:`subnetscope.validate.tolerances`."""
+    return validate.tolerances(tolerances, name)
 
 
 def nonfinite_findings(report: Report) -> list[Finding]:
@@ -102,7 +95,8 @@ def compare(
         strict: raise :class:`~subnetscope.errors.StrictCheckError` (after computing everything) if any
             tensor is missing on one side, changed shape or dtype, or holds NaN/Inf.
         mask_out: also write the mask of updated elements (``|Δ| > mask_tolerance``) to this file, in the
-            same pass (see :mod:`subnetscope.maskfile`).
+            same pass (see :mod:`subnetscope.maskfile`). Like ``resume``, it may not be, lie inside or
+            hold an input, nor be the other output (:func:`subnetscope.io.outputs.check_outputs`).
         mask_tolerance: tolerance of the mask; default the report's primary one (1e-5 when listed).
         consumers: extra per-chunk computations run in the same pass (their results land in each tensor's
             JSON under their ``key``).
@@ -119,9 +113,22 @@ def compare(
     value in the same pass; the report then has an ``fp8`` section (see :mod:`subnetscope.fp8`).
     """
     tols = check_tolerances(tolerances)
-    if semantics not in ("exact", "reference"):
-        raise UsageError(f"unknown semantics {semantics!r}", "use 'exact' or 'reference'")
+    validate.semantics(semantics)
+    validate.jobs(jobs)
+    chunk_elements = validate.chunk_elements(chunk_elements)
+    if mask_tolerance is not None:
+        mask_tolerance = validate.tolerance(mask_tolerance, "mask_tolerance")
+    if isinstance(executor, str) or executor is None:
+        from .engine.executors.base import EXECUTORS
+
+        validate.choice(executor or "threads", "executor", EXECUTORS)
     b, t = _ck(base), _ck(target)
+    from .io.outputs import INTO, Output, check_outputs, checkpoint_inputs
+
+    check_outputs(
+        [*checkpoint_inputs(b, "BASE"), *checkpoint_inputs(t, "TARGET")],
+        [Output(mask_out, "mask_out"), Output(resume, "resume", INTO)],
+    )
     plan = make_plan(b, t)
     report = Report(describe(b), describe(t), semantics, tols, [], list(plan.findings), __version__)
     if mask_tolerance is None:

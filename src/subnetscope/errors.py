@@ -74,3 +74,14 @@ class DeltaFormatError(SubnetscopeError):
 
 class UsageError(SubnetscopeError):
     """Arguments that do not make sense together."""
+
+
+class OutputConflictError(UsageError):
+    """An output path that is, holds or lies inside an input, names another output of the same run, is not a
+    regular file (or directory) where one is written, or is an existing directory ``overwrite`` may not
+    replace."""
+
+
+class OutputWriteError(SubnetscopeError):
+    """The operating system refused to write an output (read-only file system, full disk, no permission, a
+    parent that is a file, ...); the message names the path and what the system said."""

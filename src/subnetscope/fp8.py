@@ -561,6 +561,8 @@ def render(section: dict[str, Any], tolerances: list[float]) -> str:
         f"({sc['changed_blocks']:,} of {sc['blocks']:,} blocks)",
     ]
     if section["skipped"]:
+        from .display import printable
+
         out.append(f"  skipped ({len(section['skipped'])}): " + "; ".join(
-            f"{s['tensor']}: {s['reason']}" for s in section["skipped"][:5]))  # fmt: skip
+            f"{printable(s['tensor'])}: {printable(s['reason'])}" for s in section["skipped"][:5]))  # fmt: skip
     return "\n".join(out)

@@ -6,6 +6,13 @@ parameter. The ``__metadata__`` records the format, tool version, tolerance, sem
 fingerprint, every parameter's shape and a sha256 per packed tensor, so a truncated or hand-edited file
 and a mask for another model are refused with a clear error.
 
+Format version 2 adds ``header_sha256``: the sha256 of the whole header (every other ``__metadata__``
+field, the per-tensor digests included, and every tensor's dtype, shape and offsets; see
+:func:`header_digest`), so that a header edited by hand (a tolerance, the semantics) is refused like edited
+bits. Version 1 files (written before) are still read: their fields are validated one by one, but an edit
+that leaves a valid value cannot be detected in them. The digests detect edits and damage, they do not
+authenticate: whoever can write the file can recompute them.
+
 :class:`MaskWriter` writes such a file in one streaming pass: the header is known before the pass (shapes
 and fingerprint), parts arrive from worker threads in any order and go to their offsets with ``pwrite``,
 and the digests are filled into the reserved header space at the end; the file appears atomically.
@@ -19,20 +26,46 @@ import json
 import math
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import CheckpointFormatError, MaskFormatError, MaskMismatchError
+from . import __version__, validate
+from .errors import CheckpointFormatError, MaskFormatError, MaskMismatchError, UsageError
 from .fingerprint import Fingerprint
+from .io.outputs import (
+    FILE,
+    Output,
+    check_kind,
+    destination,
+    make_parents,
+    remove_empty,
+    write_error,
+    write_errors,
+)
 from .io.safetensors_header import read_header
 
 FORMAT = "subnetscope.mask"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+#: versions this version reads: 1 has no header digest
+READABLE_VERSIONS = ("1", "2")
 _PLACEHOLDER = "0" * 64
+_HEX = frozenset("0123456789abcdef")
+
+
+def header_digest(
+    metadata: Mapping[str, str], tensors: Mapping[str, tuple[str, Sequence[int], int, int]]
+) -> str:
+    """sha256 of a mask header: ``metadata`` without ``header_sha256``, and per tensor (dtype, shape, begin,
+    end) with offsets relative to the data, in a canonical JSON form (sorted keys, no spaces, ASCII)."""
+    doc = {
+        "metadata": {k: v for k, v in metadata.items() if k != "header_sha256"},
+        "tensors": {n: [d, list(shape), b, e] for n, (d, shape, b, e) in tensors.items()},
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def packed_size(numel: int) -> int:
@@ -54,12 +87,19 @@ class MaskWriter:
         dtypes: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
+        tolerance = validate.tolerance(tolerance)
+        semantics = validate.semantics(semantics)
         self.shapes = {n: tuple(int(x) for x in s) for n, s in shapes.items()}
+        reserved = {"format", "format_version", "tool_version", "tolerance", "semantics", "bitorder",
+                    "base_fingerprint", "shapes", "dtypes", "sha256", "header_sha256"}  # fmt: skip
+        clash = sorted(reserved & set(extra_metadata or {}))
+        if clash:
+            raise UsageError(f"extra_metadata may not set {', '.join(clash)}", "use other keys")
         self._meta: dict[str, str] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "tool_version": __version__,
-            "tolerance": repr(float(tolerance)),
+            "tolerance": repr(tolerance),
             "semantics": semantics,
             "bitorder": "little",
             "base_fingerprint": json.dumps(fingerprint.to_json(), sort_keys=True),
@@ -78,10 +118,14 @@ class MaskWriter:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._tmp: Path | None = None
+        self._dest = self.path
+        self._created: list[Path] = []
 
     def _header(self, digests: Mapping[str, str]) -> bytes:
         meta = dict(self._meta)
         meta["sha256"] = json.dumps({n: digests.get(n, _PLACEHOLDER) for n in self.shapes})
+        entries = {n: ("U8", [e - b], b, e) for n, (b, e) in self._offsets.items()}
+        meta["header_sha256"] = header_digest(meta, entries) if digests else _PLACEHOLDER
         obj: dict[str, Any] = {"__metadata__": meta}
         for name, (b, e) in self._offsets.items():
             obj[name] = {"dtype": "U8", "shape": [e - b], "data_offsets": [b, e]}
@@ -90,13 +134,31 @@ class MaskWriter:
         return len(raw).to_bytes(8, "little") + raw
 
     def __enter__(self) -> MaskWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
-        self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._head = self._header({})
-        os.write(self._fd, self._head)
-        os.ftruncate(self._fd, len(self._head) + self._data_len)
+        dest = destination(self.path)  # a symlink is written through; a device node or FIFO is refused
+        check_kind(Output(self.path, "the mask", FILE), dest, str(self.path))
+        self._dest = dest
+        self._created = make_parents(dest, self.path)
+        with write_errors(self.path):
+            self._tmp = dest.with_name(f".tmp-{dest.name}.{os.getpid()}")
+            self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                self._head = self._header({})
+                os.write(self._fd, self._head)
+                os.ftruncate(self._fd, len(self._head) + self._data_len)
+            except BaseException:
+                self._discard()
+                raise
         return self
+
+    def _discard(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+        remove_empty(self._created)
 
     def write_bits(self, name: str, start: int, packed: np.ndarray) -> None:
         """Store packed bits for elements ``[start, ...)`` of ``name`` (``start`` a multiple of 8)."""
@@ -104,7 +166,10 @@ class MaskWriter:
         b, e = self._offsets[name]
         off = b + start // 8
         nb = min(packed.size, e - off)
-        os.pwrite(self._fd, np.ascontiguousarray(packed[:nb]).data, len(self._head) + off)
+        try:
+            os.pwrite(self._fd, np.ascontiguousarray(packed[:nb]).data, len(self._head) + off)
+        except OSError as err:
+            raise write_error(self.path, err) from err
         with self._lock:
             self._written[name] += nb
 
@@ -114,11 +179,14 @@ class MaskWriter:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         assert self._fd is not None and self._tmp is not None
+        if exc_type is not None:
+            self._discard()
+            return
         try:
-            if exc_type is None:
-                missing = [n for n, (b, e) in self._offsets.items() if self._written[n] != e - b]
-                if missing:
-                    raise RuntimeError(f"mask writer: {len(missing)} tensor(s) incomplete, e.g. {missing[0]}")
+            missing = [n for n, (b, e) in self._offsets.items() if self._written[n] != e - b]
+            if missing:
+                raise RuntimeError(f"mask writer: {len(missing)} tensor(s) incomplete, e.g. {missing[0]}")
+            with write_errors(self.path):
                 digests = {}
                 for name, (b, e) in self._offsets.items():
                     h = hashlib.sha256()
@@ -132,14 +200,12 @@ class MaskWriter:
                 assert len(head) == len(self._head)
                 os.pwrite(self._fd, head, 0)
                 os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = None
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self._tmp.unlink()
+                os.close(self._fd)
+                self._fd = None
+                os.replace(self._tmp, self._dest)
+        except BaseException:
+            self._discard()
+            raise
 
 
 class MaskFile(Mapping[str, np.ndarray]):
@@ -164,38 +230,58 @@ class MaskFile(Mapping[str, np.ndarray]):
                 f"{self.path}: not a subnetscope mask (format {meta.get('format')!r})",
                 "give a file written by `subnetscope mask` or `compare --mask-out`",
             )
-        if meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version")
+        if version not in READABLE_VERSIONS:
             raise MaskFormatError(
-                f"{self.path}: mask format version {meta.get('format_version')!r} is not supported",
+                f"{self.path}: mask format version {version!r} is not supported",
                 "regenerate the mask with this version of subnetscope",
             )
-        try:
-            self.shapes: dict[str, tuple[int, ...]] = {
-                n: tuple(s) for n, s in json.loads(meta["shapes"]).items()
-            }
-            self.digests: dict[str, str] = json.loads(meta["sha256"])
-            self.fingerprint = Fingerprint.from_json(json.loads(meta["base_fingerprint"]))
-            self.tolerance = float(meta["tolerance"])
-        except (KeyError, ValueError, TypeError) as e:
-            raise MaskFormatError(
-                f"{self.path}: mask metadata is damaged ({e})", "regenerate the mask"
-            ) from None
-        try:
-            #: base dtype code per tensor (as stored in the base checkpoint)
-            self.dtypes: dict[str, str] = json.loads(meta.get("dtypes", "{}"))
-        except ValueError:
-            raise MaskFormatError(
-                f"{self.path}: mask metadata 'dtypes' is damaged", "regenerate the mask"
-            ) from None
-        self.semantics = meta.get("semantics", "exact")
+        self.format_version: str = str(version)
+        fields = _MetaFields(self.path, meta)
+        self.shapes: dict[str, tuple[int, ...]] = fields.shapes()
+        self.digests: dict[str, str] = fields.digests(self.shapes)
+        self.fingerprint = fields.fingerprint()
+        self.tolerance: float = fields.tolerance()
+        self.semantics: str = fields.semantics()
+        #: base dtype code per tensor (as stored in the base checkpoint)
+        self.dtypes: dict[str, str] = fields.dtypes(self.shapes)
+        fields.check_constants()
         self.metadata = meta
         self._infos = header.tensors
+        extra = sorted(set(self._infos) - set(self.shapes))
+        if extra:
+            raise MaskFormatError(
+                f"{self.path}: tensor {extra[0]!r} is not listed in the mask's shapes",
+                "the file was edited or damaged: regenerate the mask",
+            )
         for name, shape in self.shapes.items():
             info = self._infos.get(name)
-            if info is None or info.nbytes != packed_size(math.prod(shape)):
+            if info is None or info.dtype.code != "U8" or info.nbytes != packed_size(math.prod(shape)):
                 raise MaskFormatError(
                     f"{self.path}: tensor {name!r} is missing or has the wrong size for shape {list(shape)}",
                     "the file was edited or damaged: regenerate the mask",
+                )
+        if self.format_version == "1":
+            if "header_sha256" in meta:  # version 1 never wrote one: the version was edited down
+                raise MaskFormatError(
+                    f"{self.path}: mask metadata is damaged (format_version: '1' but the header has a "
+                    "header_sha256, which version 1 never wrote)",
+                    "regenerate the mask",
+                )
+        else:
+            entries = {
+                n: (
+                    i.dtype.code,
+                    i.shape,
+                    i.start - header.data_start,
+                    i.start - header.data_start + i.nbytes,
+                )
+                for n, i in self._infos.items()
+            }
+            if meta.get("header_sha256") != header_digest(meta, entries):
+                raise MaskFormatError(
+                    f"{self.path}: the mask header does not match its recorded sha256 (edited or damaged)",
+                    "regenerate the mask",
                 )
 
     # Mapping interface -----------------------------------------------------------------------------------
@@ -265,3 +351,92 @@ class MaskFile(Mapping[str, np.ndarray]):
                 f"({self.fingerprint.short()} vs {other.fingerprint.short()})",
                 "compare masks computed against the same base model",
             )
+
+
+class _MetaFields:
+    """Parses and checks the ``__metadata__`` fields of a mask, one error naming the field if one is bad."""
+
+    def __init__(self, path: Path, meta: Mapping[str, str]) -> None:
+        self.path = path
+        self.meta = meta
+
+    def _bad(self, key: str, why: str) -> MaskFormatError:
+        return MaskFormatError(f"{self.path}: mask metadata is damaged ({key}: {why})", "regenerate the mask")
+
+    def _get(self, key: str) -> str:
+        value = self.meta.get(key)
+        if value is None:
+            raise self._bad(key, "missing")
+        return value
+
+    def _json(self, key: str) -> Any:
+        try:
+            return json.loads(self._get(key))
+        except (ValueError, RecursionError):
+            raise self._bad(key, "not valid JSON") from None
+
+    def _object(self, key: str) -> dict[str, Any]:
+        obj = self._json(key)
+        if not isinstance(obj, dict):
+            raise self._bad(key, "not a JSON object")
+        return obj
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        out = {}
+        for name, shape in self._object("shapes").items():
+            if not (isinstance(shape, list) and all(type(x) is int and x >= 0 for x in shape)):
+                raise self._bad("shapes", f"tensor {name!r} has an invalid shape {json.dumps(shape)}")
+            out[name] = tuple(shape)
+        return out
+
+    def digests(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, str]:
+        obj = self._object("sha256")
+        if set(obj) != set(shapes):
+            raise self._bad("sha256", "does not list exactly the tensors of 'shapes'")
+        for name, d in obj.items():
+            if not (isinstance(d, str) and len(d) == 64 and set(d) <= _HEX):
+                raise self._bad("sha256", f"the digest of {name!r} is not 64 lowercase hex digits")
+        return dict(obj)
+
+    def fingerprint(self) -> Fingerprint:
+        obj = self._object("base_fingerprint")
+        if set(obj) != {"structure", "content", "tensors", "numel"}:
+            raise self._bad("base_fingerprint", "needs exactly structure, content, tensors, numel")
+        s, c, t, n = obj["structure"], obj["content"], obj["tensors"], obj["numel"]
+        if not all(isinstance(x, str) and len(x) == 64 and set(x) <= _HEX for x in (s, c)):
+            raise self._bad("base_fingerprint", "structure and content must be sha256 digests")
+        if not all(type(x) is int and x >= 0 for x in (t, n)):
+            raise self._bad("base_fingerprint", "tensors and numel must be non-negative integers")
+        return Fingerprint(s, c, t, n)
+
+    def tolerance(self) -> float:
+        text = self._get("tolerance")
+        try:
+            t = float(text)
+        except ValueError:
+            raise self._bad("tolerance", f"{text!r} is not a number") from None
+        if not (t >= 0 and math.isfinite(t)):
+            raise self._bad("tolerance", f"{text!r} is not a finite non-negative number")
+        return t
+
+    def semantics(self) -> str:
+        value = self._get("semantics")
+        if value not in validate.SEMANTICS:
+            raise self._bad("semantics", f"{value!r} is neither 'exact' nor 'reference'")
+        return value
+
+    def dtypes(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, str]:
+        if "dtypes" not in self.meta:
+            return {}
+        obj = self._object("dtypes")
+        for name, code in obj.items():
+            if name not in shapes or not isinstance(code, str):
+                raise self._bad("dtypes", f"entry {name!r} is not a tensor of the mask with a dtype code")
+        return dict(obj)
+
+    def check_constants(self) -> None:
+        if self.meta.get("bitorder") != "little":
+            raise self._bad("bitorder", f"{self.meta.get('bitorder')!r} is not 'little'")
+        tool = self.meta.get("tool_version")
+        if not tool:
+            raise self._bad("tool_version", "missing")

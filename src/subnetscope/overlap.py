@@ -92,17 +92,18 @@ def _rows(
 
 def render(report: OverlapReport, layers: bool = True) -> str:
     """The ``overlap`` output for people: a summary, then tables overall, per matrix type, per layer."""
-    from .report.table import fmt_tol, human_count, table
+    from .display import printable
+    from .report.table import finding_lines, fmt_tol, human_count, table
 
     ov = report.overall
     j = ov.to_json()
     out = [f"subnetscope overlap ({report.mode})"]
     for k, inp in enumerate(report.inputs, 1):
         ch = ov.changed1 if k == 1 else ov.changed2
-        out.append(f"  run {k}: {inp['ref']}  (tol {fmt_tol(inp['tolerance'])}, {inp['semantics']}; "
+        out.append(f"  run {k}: {printable(inp['ref'])}  (tol {fmt_tol(inp['tolerance'])}, {printable(inp['semantics'])}; "
                    f"{human_count(ch)} of {human_count(ov.numel)} updated, {_p(_ratio(ch, ov.numel))})")  # fmt: skip
     if report.base is not None:
-        out.append(f"  base:  {report.base['ref']}")
+        out.append(f"  base:  {printable(report.base['ref'])}")
     out.append(
         f"  |I1 ∩ I2| = {ov.intersection:,}: o1 = {_p(j['o1'])} (uniform baseline {_p(j['o1_random'])}), "
         f"o2 = {_p(j['o2'])} (uniform baseline {_p(j['o2_random'])}), z = {_f(j['z'])}"
@@ -127,9 +128,5 @@ def render(report: OverlapReport, layers: bool = True) -> str:
     if layers and by_layer:
         head, rows = _rows(report, [(str(k), c) for k, c in by_layer.items()])
         out += ["", "per layer", table(["layer", *head[1:]], rows)]
-    if report.findings:
-        out += ["", f"findings ({len(report.findings)})"]
-        out += [f"  {f.kind:15s} {f.tensor}: {f.detail}" for f in report.findings[:50]]
-        if len(report.findings) > 50:
-            out.append(f"  ... and {len(report.findings) - 50} more (see --format json)")
+    out += finding_lines(report.findings)
     return "\n".join(out)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, validate
 from .engine.job import Job, Row
 from .engine.run import Codec, run
 from .errors import MismatchError, UsageError
@@ -375,12 +375,14 @@ def series(
     """
     from .engine.executors.base import resolve
 
-    if not (tolerance >= 0 and np.isfinite(tolerance)):
-        raise UsageError(
-            f"tolerance {tolerance!r} is not a finite non-negative number", "use values like 1e-5"
-        )
-    if semantics not in ("exact", "reference"):
-        raise UsageError(f"unknown semantics {semantics!r}", "use 'exact' or 'reference'")
+    tolerance = validate.tolerance(tolerance)
+    validate.semantics(semantics)
+    validate.jobs(jobs)
+    chunk_elements = validate.chunk_elements(chunk_elements)
+    if isinstance(executor, str) or executor is None:
+        from .engine.executors.base import EXECUTORS
+
+        validate.choice(executor or "threads", "executor", EXECUTORS)
     ex = resolve(executor, jobs, ray_address)
     if isinstance(checkpoints, (str, os.PathLike, Checkpoint)):
         checkpoints = [checkpoints]  # one run directory
@@ -480,7 +482,8 @@ def _pc(x: float | None) -> str:
 
 def render(report: SeriesReport, kinds: bool = True) -> str:
     """The ``series`` output for people: one row per checkpoint, the final split, and per matrix type."""
-    from .report.table import fmt_tol, human_count, table
+    from .display import printable
+    from .report.table import finding_lines, fmt_tol, human_count, table
 
     obj = report.to_json()
     n = obj["numel"]
@@ -488,8 +491,8 @@ def render(report: SeriesReport, kinds: bool = True) -> str:
     fin_label = f"checkpoint {fin['index']}" if fin["index"] is not None else "not one of the checkpoints"
     out = [
         f"subnetscope series (updated: |Δ| > {fmt_tol(report.tolerance)}, {report.semantics} semantics)",
-        f"  init:  {report.init['ref']}",
-        f"  final: {fin['ref']} ({fin_label})",
+        f"  init:  {printable(report.init['ref'])}",
+        f"  final: {printable(fin['ref'])} ({fin_label})",
         f"  {len(report.tensors)} tensors, {human_count(n)} parameters, {len(report.steps)} checkpoints",
         "",
     ]
@@ -522,9 +525,5 @@ def render(report: SeriesReport, kinds: bool = True) -> str:
                          _pc(s["shares"]["final_subnetwork"])])  # fmt: skip
         out += ["", "per matrix type (last checkpoint)",
                 table(["type", "params", "sparsity vs init", "never", "cancelled", "final"], rows)]  # fmt: skip
-    if report.findings:
-        out += ["", f"findings ({len(report.findings)})"]
-        out += [f"  {f.kind:15s} {f.tensor}: {f.detail}" for f in report.findings[:50]]
-        if len(report.findings) > 50:
-            out.append(f"  ... and {len(report.findings) - 50} more (see --format json)")
+    out += finding_lines(report.findings)
     return "\n".join(out)

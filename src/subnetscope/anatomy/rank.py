@@ -22,7 +22,6 @@ whole; other matrices hold one float32 delta at a time.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..dtypes import DType, decode
 from ..errors import SubnetscopeError, UsageError
 from ..io.checkpoint import Checkpoint
@@ -41,13 +40,15 @@ from ..naming import KINDS
 from ..plan import Pair, make_plan
 from ..progress import progress_bar
 from ..refs import load_checkpoint
-from ..report.schema import SCHEMA_VERSION, check_schema, load_json
+from ..report.schema import SCHEMA_VERSION, Finding, check_schema, load_json
 
 REPORT_KIND = "subnetscope.rank"
 #: float32 machine epsilon (torch.finfo(torch.float32).eps)
 EPS32 = float(np.finfo(np.float32).eps)
 #: ranks are also reported at these multiples of the default tolerance
 DEFAULT_RTOL_MULTIPLIERS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
+#: the finding of a matrix whose update holds NaN or Inf
+NONFINITE_DETAIL = "the update holds NaN or Inf values: no rank is defined, the matrix was left out"
 METHOD = "gram-eigvalsh-float64"
 #: float64 elements per block when the Gram matrix is accumulated (64 MiB)
 _BLOCK_ELEMENTS = 8 << 20
@@ -156,6 +157,8 @@ class RankReport:
     selection: dict[str, Any] = field(default_factory=dict)  #: sample / layers / seed / candidates
     tool_version: str = __version__
     spectrum_k: int | None = None
+    #: matrices that were not ranked (``nonfinite``: the update holds NaN or Inf)
+    findings: list[Finding] = field(default_factory=list)
 
     def by_kind(self) -> dict[str, dict[str, Any]]:
         """Means per matrix type (unweighted over matrices), in KINDS order."""
@@ -185,6 +188,7 @@ class RankReport:
             "selection": self.selection,
             "overall": self.overall(),
             "by_kind": self.by_kind(),
+            "findings": [f.to_json() for f in self.findings],
             "tensors": [m.to_json() for m in self.tensors],
         }
 
@@ -198,7 +202,7 @@ class RankReport:
             rtol_multipliers=[float(x) for x in obj.get("rtol_multipliers", DEFAULT_RTOL_MULTIPLIERS)],
             device=obj.get("device", "cpu"), method=obj.get("method", METHOD),
             selection=obj.get("selection", {}), tool_version=obj.get("tool", {}).get("version", ""),
-            spectrum_k=obj.get("spectrum_k"),
+            spectrum_k=obj.get("spectrum_k"), findings=[Finding(**f) for f in obj.get("findings", [])],
         )  # fmt: skip
 
     @classmethod
@@ -310,6 +314,7 @@ def delta_rank(
 ) -> MatrixRank:
     """Rank statistics of one 2-D float32 delta (numpy array or torch tensor); ``rank`` equals
     ``torch.linalg.matrix_rank(delta)`` (see the module docstring for the argument)."""
+    rtol_multipliers = validate.positive_reals(rtol_multipliers, "rtol_multipliers")
     d = delta.detach().cpu().numpy() if hasattr(delta, "detach") else np.asarray(delta)
     if d.ndim != 2:
         raise UsageError(f"rank needs a 2-D matrix, got shape {list(d.shape)}", "pass a weight matrix")
@@ -470,58 +475,80 @@ def rank_report(
         progress: a progress bar on stderr (when it is a terminal).
         on_matrix: called with each matrix's result as it is done.
     """
-    mults = [float(m) for m in rtol_multipliers]
-    if not mults or any(not (m > 0 and math.isfinite(m)) for m in mults):
-        raise UsageError(f"rtol multipliers {mults} must be positive numbers", "use e.g. 0.1,1,10")
-    if spectrum_k is not None and spectrum_k < 1:
-        raise UsageError(f"--spectrum {spectrum_k}: k must be at least 1", "use e.g. --spectrum 16")
+    mults = validate.positive_reals(rtol_multipliers, "rtol_multipliers")
+    if spectrum_k is not None:
+        validate.int_range(spectrum_k, "spectrum_k")
+    if sample is not None:
+        validate.int_range(sample, "sample")
+    if layers is not None:
+        if isinstance(layers, (str, bytes)):
+            raise UsageError(f"layers={layers!r} is not a list of layer numbers", "give e.g. [0, 5, 10]")
+        layers = [validate.int_range(x, f"layers[{i}]", 0) for i, x in enumerate(layers)]
+    validate.integer(seed, "seed")
     b = base if isinstance(base, Checkpoint) else load_checkpoint(base)
     t = target if isinstance(target, Checkpoint) else load_checkpoint(target)
     dev = resolve_device(device)
     plan = make_plan(b, t)
     todo = select_pairs(plan.pairs, sample, layers, seed)
     out: list[MatrixRank] = []
+    findings: list[Finding] = []
     with FileHandles() as handles, progress_bar(len(todo), "rank", enabled=progress, unit="matrix") as bar:
         for pair in todo:
             m = _rank_pair(pair, handles, mults, dev, spectrum_k, seed)
+            bar.update(1)
+            if m is None:
+                findings.append(Finding("nonfinite", pair.name, NONFINITE_DETAIL))
+                continue
             out.append(m)
             if on_matrix is not None:
                 on_matrix(m)
-            bar.update(1)
     selection = {
         "candidates": sum(1 for p in plan.pairs if rankable(p)),
         "ranked": len(out),
+        "nonfinite": len(findings),
         "sample": sample,
         "layers": list(layers) if layers is not None else None,
         "seed": seed,
     }
-    return RankReport(_describe(b), _describe(t), out, mults, dev, METHOD, selection, __version__, spectrum_k)
+    return RankReport(
+        _describe(b), _describe(t), out, mults, dev, METHOD, selection, __version__, spectrum_k, findings
+    )
 
 
 def _rank_pair(
     pair: Pair, handles: FileHandles, mults: list[float], device: str, spectrum_k: int | None, seed: int
-) -> MatrixRank:
+) -> MatrixRank | None:
+    """One matrix's rank, or None when its update holds NaN or Inf (no rank is defined then)."""
     cols = pair.target.shape[1]
     rows = pair.compare_numel // cols
     spec = None
-    try:
-        if spectrum_k is not None:
-            from .spectrum import spectrum_metrics
+    # NaN/Inf and overflowing differences are found below, from the Gram matrix: no numpy warnings
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            if spectrum_k is not None:
+                from .spectrum import spectrum_metrics
 
-            w0 = read_matrix(pair.base, rows, handles)
-            w1 = read_matrix(pair.target, rows, handles)
-            d = read_delta(pair, handles)
-            g = _gram_torch(d, device) if device != "cpu" else gram(d)
-            spec = spectrum_metrics(w0, w1, spectrum_k, delta=d, seed=seed, device=device)
-            del w0, w1, d
-        elif device != "cpu":
-            g = _gram_torch(read_delta(pair, handles), device)
-        else:
-            g, rows, cols = pair_gram(pair, handles)
-    except MemoryError:
-        raise SubnetscopeError(
-            f"{pair.name}: out of memory ranking a {rows}x{cols} delta", "use --rank-sample or --rank-layers"
-        ) from None
+                w0 = read_matrix(pair.base, rows, handles)
+                w1 = read_matrix(pair.target, rows, handles)
+                d = read_delta(pair, handles)
+                if not np.isfinite(d).all():
+                    return None
+                g = _gram_torch(d, device) if device != "cpu" else gram(d)
+                spec = spectrum_metrics(w0, w1, spectrum_k, delta=d, seed=seed, device=device)
+                del w0, w1, d
+            elif device != "cpu":
+                g = _gram_torch(read_delta(pair, handles), device)
+            else:
+                g, rows, cols = pair_gram(pair, handles)
+        except MemoryError:
+            raise SubnetscopeError(
+                f"{pair.name}: out of memory ranking a {rows}x{cols} delta",
+                "use --rank-sample or --rank-layers",
+            ) from None
+    # a float32 delta squared and summed in float64 cannot overflow: a non-finite Gram matrix means a NaN or
+    # Inf in the delta (one in either checkpoint, or a difference of finite values beyond float32's range)
+    if not np.isfinite(g).all():
+        return None
     m = rank_from_gram(g, rows, cols, mults, device, pair.name)
     m.layer, m.kind, m.dtype, m.spectrum = pair.layer, pair.kind, pair.target.dtype.code, spec
     return m

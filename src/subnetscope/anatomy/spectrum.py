@@ -76,6 +76,13 @@ def spectrum_metrics(
     ``w0``/``w1``: base and target as float32 2-D arrays; ``delta``: their float32 difference (computed when
     not given); ``principal_density``: density of the principal mask (default: the update's).
     """
+    from .. import validate
+
+    validate.int_range(k, "k")
+    if principal_density is not None and not (
+        validate.positive_real(principal_density, "principal_density") <= 1
+    ):
+        raise UsageError(f"principal_density={principal_density!r} is above 1", "give a share in (0, 1]")
     if w0.shape != w1.shape or w0.ndim != 2:
         raise UsageError(f"spectrum needs two matrices of one shape, got {w0.shape} and {w1.shape}", "")
     if k < 1:

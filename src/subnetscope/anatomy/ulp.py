@@ -194,13 +194,12 @@ class ULPHistograms:
     def __init__(
         self, tolerances: Sequence[float], step_size: float | None = None, use_numba: bool | None = None
     ) -> None:
-        if step_size is not None and not (step_size > 0 and math.isfinite(step_size)):
-            raise SubnetscopeError(f"step size {step_size!r} is not a positive number", "use e.g. 1e-6")
+        from .. import validate
         from .ulp_kernels import USING_NUMBA
 
         self.use_numba = USING_NUMBA if use_numba is None else (use_numba and USING_NUMBA)
-        self.tolerances = [float(t) for t in tolerances]
-        self.step_size = None if step_size is None else float(step_size)
+        self.tolerances = validate.tolerances(tolerances)
+        self.step_size = None if step_size is None else validate.positive_real(step_size, "step_size")
         self.edges = np.array(delta_edges(self.tolerances), dtype=np.float64)
         self._tol = np.array(self.tolerances, dtype=np.float64)
         self._edge_index: tuple[np.ndarray, np.ndarray, int, int] | None = None

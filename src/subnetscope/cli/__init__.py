@@ -7,6 +7,7 @@ stderr and exit code 2 (1 for ``--strict`` findings); ``SUBNETSCOPE_DEBUG=1`` sh
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -85,16 +86,52 @@ def debug() -> bool:
     return os.environ.get("SUBNETSCOPE_DEBUG", "").strip() not in ("", "0")
 
 
+def _stdout_failed(e: OSError) -> None:
+    """Standard output refused a write (``> /dev/full``, a full disk): one line, exit 2."""
+    with contextlib.suppress(OSError):  # the unwritten rest must not fail again at exit
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    click.echo(
+        f"subnetscope: error: cannot write to standard output: {e.strerror or e}; "
+        "free space where stdout goes, redirect it elsewhere, or write the report with -o FILE",
+        err=True,
+    )
+    sys.exit(2)
+
+
+def parser_error_line(e: click.ClickException, argv: list[str] | None = None) -> str:
+    """A click error (bad option value, unknown option, missing argument...) as one line, the usage hint
+    on the same line: ``Invalid value for '-j' / '--jobs': ...; see 'subnetscope compare --help'``."""
+    msg = " ".join(e.format_message().split()).removesuffix(".")  # click may break "Did you mean" off
+    if not isinstance(e, click.UsageError):
+        return msg
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        path = ctx.command_path
+    else:  # some parser errors carry no context: the command is the leading words of argv
+        words = ["subnetscope"]
+        args = list(sys.argv[1:] if argv is None else argv)
+        if args and args[0] in COMMANDS:
+            words.append(args[0])
+            if args[0] == "delta" and len(args) > 1 and args[1] in ("export", "apply"):
+                words.append(args[1])
+        path = " ".join(words)
+    return f"{msg}; see '{path} --help'"
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``subnetscope`` script."""
+    from ..display import printable
     from ..errors import SubnetscopeError
 
     try:
-        return cli.main(args=argv, prog_name="subnetscope", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="subnetscope", standalone_mode=False)
+        sys.stdout.flush()  # a full or failing stdout must fail here, not at interpreter exit
+        return rv
     except SubnetscopeError as e:
         if debug():
             raise
-        click.echo(f"subnetscope: error: {e.one_line()}", err=True)
+        click.echo(f"subnetscope: error: {printable(e.one_line())}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("subnetscope: interrupted", err=True)
@@ -103,10 +140,20 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo("subnetscope: interrupted; no output was written", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        # `subnetscope` or `subnetscope delta` alone: the help text (click >= 8.2 raises for it)
+        if type(e).__name__ == "NoArgsIsHelpError":
+            e.show()
+            sys.exit(2)
+        if debug():
+            raise
+        click.echo(f"subnetscope: error: {printable(parser_error_line(e, argv))}", err=True)
         sys.exit(2 if e.exit_code == 2 else e.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as e:
+        if debug() or e.filename is not None:  # the library names its own files (OutputWriteError)
+            raise
+        _stdout_failed(e)
     except MemoryError:
         if debug():
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_report, format_option, output_option
+from .common import check_report_output, emit_report, format_option, output_option
 
 
 def parse_floats(value: str, what: str) -> list[float]:
@@ -71,8 +71,10 @@ def rank(
     from ..anatomy.rank import parse_layers, rank_report
     from ..report.table import render_rank
 
+    layer_list = parse_layers(layers)
+    check_report_output(output, {"BASE": base, "TARGET": target})
     rep = rank_report(
-        base, target, sample=sample, layers=parse_layers(layers), seed=seed, device=device,
+        base, target, sample=sample, layers=layer_list, seed=seed, device=device,
         rtol_multipliers=parse_floats(rtol_multipliers, "--rtol-multipliers"), spectrum_k=spectrum,
         progress=fmt == "human",
     )  # fmt: skip

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -11,20 +12,72 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def parse_tolerances(value: str) -> list[float]:
-    """``"1e-8,1e-5"`` → ``[1e-8, 1e-5]`` with a clear error."""
-    out = []
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(float(part))
-        except ValueError:
-            raise click.BadParameter(f"{part!r} is not a number (use e.g. 1e-8,1e-5)") from None
-    if not out:
-        raise click.BadParameter("give at least one tolerance")
-    return out
+def _opt_name(param: click.Parameter | None, fallback: str) -> str:
+    opts = getattr(param, "opts", None) or []
+    return max(opts, key=len) if opts else fallback
+
+
+class ToleranceList(click.ParamType):
+    """``"1e-8,1e-5"`` → ``[1e-8, 1e-5]``, checked by :func:`subnetscope.validate.tolerances` (the same
+    rule as the library's)."""
+
+    name = "TOL[,TOL...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[float]:
+        from .. import validate
+
+        if isinstance(value, list):
+            return validate.tolerances(value, _opt_name(param, "--tol"))
+        out = []
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(float(part))
+            except ValueError:
+                self.fail(f"{part!r} is not a number (use e.g. 1e-8,1e-5)", param, ctx)
+        if not out:
+            self.fail("give at least one tolerance (e.g. 1e-5)", param, ctx)
+        return validate.tolerances(out, _opt_name(param, "--tol"))
+
+
+class Tolerance(click.ParamType):
+    """One tolerance, checked by :func:`subnetscope.validate.tolerance`."""
+
+    name = "TOL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from .. import validate
+
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number (use e.g. 1e-5)", param, ctx)
+        return validate.tolerance(value, _opt_name(param, "--tol"))
+
+
+class PositiveNumber(click.ParamType):
+    """A finite positive number, checked by :func:`subnetscope.validate.positive_real`."""
+
+    name = "X"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from .. import validate
+
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number", param, ctx)
+        return validate.positive_real(value, _opt_name(param, "value"))
+
+
+#: click types of ``--tol`` lists, single tolerances and other positive numbers
+TOLERANCES = ToleranceList()
+TOLERANCE = Tolerance()
+POSITIVE = PositiveNumber()
 
 
 def format_option(f: F) -> F:
@@ -111,6 +164,18 @@ def open_executor(executor: str, jobs: int | None, ray_address: str | None, resu
     return ex
 
 
+def check_report_output(output: str | None, checkpoints: dict[str, str]) -> None:
+    """Before a report command reads anything: refuse an ``-o`` that is, or lies inside, one of the input
+    ``checkpoints`` (role → path or hub id; opened from headers only) — see :mod:`subnetscope.io.outputs`."""
+    if not output:
+        return
+    from ..io.outputs import Output, check_outputs, checkpoint_inputs
+    from ..refs import load_checkpoint
+
+    inputs = [i for role, ref in checkpoints.items() for i in checkpoint_inputs(load_checkpoint(ref), role)]
+    check_outputs(inputs, [Output(output, "-o")])
+
+
 def emit_json(obj: Any) -> None:
     """Write a report's JSON to stdout (one element per line, see :func:`~subnetscope.report.schema.json_text`)."""
     from ..report.schema import json_text
@@ -131,11 +196,41 @@ def emit_report(obj: Any, fmt: str, output: str | None, human: Callable[[], str]
     if fmt == "json":
         sys.stdout.write(text)
     else:
-        click.echo(human())
+        say(human())
     if output:
         log(f"report written to {output}")
 
 
+@contextlib.contextmanager
+def unreadable_report(where: str) -> Iterator[None]:
+    """Around code that reads fields of JSON reports :func:`~subnetscope.report.fields.check_report` does
+    not check: a ``ValueError`` / ``TypeError`` / ``KeyError`` / ``IndexError`` there becomes one typed line
+    naming the file(s) (``SUBNETSCOPE_DEBUG=1`` keeps the original traceback)."""
+    from ..report.fields import ReportFormatError
+    from . import debug
+
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        if debug():
+            raise
+        raise ReportFormatError(
+            f"{where}: a field has the wrong type or is missing ({type(e).__name__}: {e})",
+            "the file was edited or damaged: regenerate it with the command that wrote it "
+            "(SUBNETSCOPE_DEBUG=1 shows where it failed)",
+        ) from None
+
+
+def say(text: str) -> None:
+    """Human-readable text on stdout; its own line breaks stay, any other control character is escaped (the
+    renderers escape the names they interpolate, see :mod:`subnetscope.display`; this is the last guard)."""
+    from ..display import printable_lines
+
+    click.echo(printable_lines(text))
+
+
 def log(msg: str) -> None:
-    """A line on stderr."""
-    click.echo(msg, err=True)
+    """One line on stderr (control characters escaped: a path or tensor name cannot start a second line)."""
+    from ..display import printable
+
+    click.echo(printable(msg), err=True)

@@ -7,6 +7,9 @@ from typing import Any
 import click
 
 from .common import (
+    POSITIVE,
+    TOLERANCE,
+    TOLERANCES,
     chunk_option,
     emit_report,
     execution_options,
@@ -15,7 +18,6 @@ from .common import (
     log,
     open_executor,
     output_option,
-    parse_tolerances,
     semantics_option,
 )
 
@@ -26,6 +28,7 @@ from .common import (
 @click.option(
     "--tol",
     "tol",
+    type=TOLERANCES,
     default="1e-8,1e-7,1e-6,1e-5",
     show_default=True,
     help="Comma-separated tolerances: unchanged means |target - base| <= tol.",
@@ -40,7 +43,7 @@ from .common import (
 )
 @click.option(
     "--mask-tol",
-    type=float,
+    type=TOLERANCE,
     default=None,
     help="Tolerance of --mask-out (default: 1e-5 if listed, else the largest).",
 )
@@ -55,7 +58,10 @@ from .common import (
 )
 @click.option("--ulp", is_flag=True, help="Also histogram change sizes in ULPs and |delta| (same pass).")
 @click.option(
-    "--step-size", type=float, default=None, help="With --ulp: share of weights that round a step of S away."
+    "--step-size",
+    type=POSITIVE,
+    default=None,
+    help="With --ulp: share of weights that round a step of S away.",
 )
 @click.option("--rank", "rank", is_flag=True, help="Also compute the rank of every 2-D update (second read).")
 @click.option(
@@ -72,7 +78,7 @@ from .common import (
 def compare(
     base: str,
     target: str,
-    tol: str,
+    tol: list[float],
     semantics: str,
     fmt: str,
     output: str | None,
@@ -100,7 +106,7 @@ def compare(
     from ..errors import StrictCheckError
     from ..report.table import render_compare
 
-    tols = parse_tolerances(tol)
+    tols = tol
     ulp = ulp or step_size is not None
     rank = rank or rank_sample is not None or rank_layers is not None or spectrum is not None
     consumers: list[Any] = []
@@ -110,10 +116,15 @@ def compare(
 
         rank_layer_list = parse_layers(rank_layers)  # bad input fails before the pass, not after
     sides: tuple[Any, Any] = (base, target)
-    if ulp or rank:
+    if ulp or rank or output or mask_out or resume:
+        from ..io.outputs import INTO, Output, check_outputs, checkpoint_inputs
         from ..refs import load_checkpoint
 
-        sides = (load_checkpoint(base), load_checkpoint(target))  # opened once for both passes
+        sides = (load_checkpoint(base), load_checkpoint(target))  # opened once for every pass
+        check_outputs(
+            [*checkpoint_inputs(sides[0], "BASE"), *checkpoint_inputs(sides[1], "TARGET")],
+            [Output(output, "-o"), Output(mask_out, "--mask-out"), Output(resume, "--resume", INTO)],
+        )
     if ulp:
         from ..anatomy.ulp import ULPHistograms
         from ..comparison import check_tolerances

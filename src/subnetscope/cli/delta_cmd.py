@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from .common import emit_json, execution_options, format_option, jobs_option, open_executor
+from ..display import printable
+from .common import emit_json, execution_options, format_option, jobs_option, open_executor, say
 
 
 def _size(n: int) -> str:
@@ -14,25 +17,32 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _parse_size(value: str) -> int:
-    """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a number of bytes."""
-    v = value.strip().upper()
-    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
-    for suffix, mult in units.items():
-        if v.endswith(suffix):
-            v, scale = v[: -len(suffix)], mult
-            break
-    else:
-        scale = 1
-    try:
-        n = int(float(v) * scale)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a size (use e.g. 5GB, 500MB or a number of bytes)"
-        ) from None
-    if n <= 0:
-        raise click.BadParameter("the size must be positive")
-    return n
+_UNITS = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
+
+
+class Size(click.ParamType):
+    """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a number of bytes → bytes (positive)."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        else:
+            v = str(value).strip().upper()
+            scale = 1
+            for suffix, mult in _UNITS.items():
+                if v.endswith(suffix):
+                    v, scale = v[: -len(suffix)], mult
+                    break
+            try:
+                f = float(v) * scale
+                n = int(f)
+            except (ValueError, OverflowError):
+                self.fail(f"{value!r} is not a size (use e.g. 5GB, 500MB or a number of bytes)", param, ctx)
+        if n <= 0:
+            self.fail(f"{value!r}: the size must be positive", param, ctx)
+        return n
 
 
 @click.group("delta")
@@ -88,10 +98,10 @@ def export(
 
     BASE and TARGET: a checkpoint directory, a .safetensors file, an index file, or a hub id org/name[@rev].
     """
+    from .. import validate
     from ..delta import export_delta
 
-    if chunk_elements % 8:
-        raise click.BadParameter("must be a multiple of 8", param_hint="--chunk-elements")
+    validate.chunk_elements(chunk_elements, "--chunk-elements", multiple_of_8=True)
     ex = open_executor(executor, jobs, ray_address, resume)
     res = export_delta(
         base, target, output, chunk_elements=chunk_elements, zstd_level=level, overwrite=overwrite,
@@ -102,10 +112,10 @@ def export(
         emit_json(j)
         return
     enc = ", ".join(f"{n} {k}" for k, n in sorted(j["encodings"].items(), key=lambda kv: -kv[1]))
-    click.echo(f"delta      {res.path}")
-    click.echo(f"tensors    {j['tensors']}: {enc}; {len(j['removed'])} removed")
-    click.echo(f"changed    {j['changed']:,} of {j['numel']:,} elements ({100 * j['density']:.2f} %)")
-    click.echo(
+    say(
+        f"delta      {printable(res.path)}\n"
+        f"tensors    {j['tensors']}: {enc}; {len(j['removed'])} removed\n"
+        f"changed    {j['changed']:,} of {j['numel']:,} elements ({100 * j['density']:.2f} %)\n"
         f"size       {_size(j['delta_bytes'])} = {j['ratio']:.3f} x TARGET ({_size(j['target_bytes'])})"
     )
 
@@ -128,6 +138,7 @@ def export(
 @click.option(
     "--max-shard-size",
     "max_shard",
+    type=Size(),
     default="5GB",
     show_default=True,
     help="Largest weight file written (e.g. 2GB, 500MB).",
@@ -140,7 +151,7 @@ def apply(
     output: str,
     verify: bool,
     overwrite: bool,
-    max_shard: str,
+    max_shard: int,
     jobs: int | None,
     fmt: str,
 ) -> None:
@@ -150,7 +161,7 @@ def apply(
     """
     from ..delta import apply_delta
 
-    max_bytes = _parse_size(max_shard)
+    max_bytes = max_shard
     res = apply_delta(
         base, delta_dir, output, verify=verify, jobs=jobs, max_shard_bytes=max_bytes, overwrite=overwrite,
         progress=fmt == "human",
@@ -158,11 +169,12 @@ def apply(
     if fmt == "json":
         emit_json(res.to_json())
         return
-    click.echo(f"checkpoint {res.path}")
-    shards = [f for f in res.files if f.endswith(".safetensors")]
+    shards = [printable(f) for f in res.files if f.endswith(".safetensors")]
     where = shards[0] if len(shards) == 1 else f"{len(shards)} shards {shards[0]} .. {shards[-1]} + index"
-    click.echo(f"tensors    {res.tensors} ({_size(res.nbytes)}) in {where}")
-    click.echo(
-        f"copied     {', '.join(res.side_files) or 'no config/tokenizer files'} (from the {res.side_files_from})"
+    copied = ", ".join(printable(f) for f in res.side_files) or "no config/tokenizer files"
+    say(
+        f"checkpoint {printable(res.path)}\n"
+        f"tensors    {res.tensors} ({_size(res.nbytes)}) in {where}\n"
+        f"copied     {copied} (from the {res.side_files_from})\n"
+        f"verified   {'every tensor matches its sha256' if res.verified else 'no (pass --verify)'}"
     )
-    click.echo(f"verified   {'every tensor matches its sha256' if res.verified else 'no (pass --verify)'}")

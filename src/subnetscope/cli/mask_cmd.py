@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .common import (
+    TOLERANCE,
     chunk_option,
     emit_json,
     emit_report,
@@ -16,6 +17,7 @@ from .common import (
     log,
     open_executor,
     output_option,
+    say,
     semantics_option,
 )
 
@@ -63,7 +65,7 @@ def mask_summary(report: Any, path: str, tol: float) -> dict[str, Any]:
     help="The mask file to write (atomically).",
 )
 @click.option(
-    "--tol", type=float, default=1e-5, show_default=True, help="Updated means |target - base| > tol."
+    "--tol", type=TOLERANCE, default=1e-5, show_default=True, help="Updated means |target - base| > tol."
 )
 @semantics_option
 @format_option
@@ -88,15 +90,21 @@ def mask(
     The mask records the tolerance, the semantics and a fingerprint of BASE, so that it is never used with
     another model without a clear error. It is written in the same streaming pass as `compare`.
     """
-    from ..comparison import check_tolerances
     from ..comparison import compare as run_compare
-    from ..report.table import fmt_tol, human_count, pct
+    from ..display import printable
+    from ..io.outputs import Output, check_outputs, checkpoint_inputs
+    from ..refs import load_checkpoint
+    from ..report.table import fmt_tol, human_count, pct, ref_of
 
-    (t,) = check_tolerances([tol])
+    t = tol  # checked by the option's type, as the library checks it
+    bck, tck = load_checkpoint(base), load_checkpoint(target)
+    check_outputs(
+        [*checkpoint_inputs(bck, "BASE"), *checkpoint_inputs(tck, "TARGET")], [Output(output, "-o")]
+    )
     ex = open_executor(executor, jobs, ray_address, resume)
     report = run_compare(
-        base,
-        target,
+        bck,
+        tck,
         [t],
         semantics,
         jobs=jobs,
@@ -112,10 +120,10 @@ def mask(
         emit_json(s)
         return
     ratio = s["bytes_per_bf16_byte"]
-    click.echo(
-        f"mask written to {output}\n"
-        f"  base:   {report.base.get('ref')}\n"
-        f"  target: {report.target.get('ref')}\n"
+    say(
+        f"mask written to {printable(output)}\n"
+        f"  base:   {ref_of(report.base)}\n"
+        f"  target: {ref_of(report.target)}\n"
         f"  {s['tensors']} tensors, {human_count(s['numel'])} parameters; updated at tol {fmt_tol(t)} "
         f"({semantics}): {s['changed']:,} ({pct(1 - s['sparsity'])}), sparsity {pct(s['sparsity'])}\n"
         f"  {s['bytes']:,} bytes" + (f" (1/{1 / ratio:.1f} of the model in bf16)" if ratio else "")
@@ -143,7 +151,7 @@ def mask(
 )
 @click.option(
     "--tol",
-    type=float,
+    type=TOLERANCE,
     default=1e-5,
     show_default=True,
     help="With --deltas: updated means |T - BASE| > tol.",
@@ -179,6 +187,18 @@ def overlap(
     from ..overlap import overlap as run_overlap
     from ..overlap import overlap_deltas, render
 
+    def check_output(masks: tuple[str, ...], refs: list[str]) -> None:
+        if not output:
+            return
+        from ..io.outputs import Output, check_outputs, checkpoint_inputs, path_inputs
+        from ..refs import load_checkpoint
+
+        cks = [load_checkpoint(r) for r in refs]  # headers only
+        check_outputs(
+            [*path_inputs(masks, "a mask read"), *(i for c in cks for i in checkpoint_inputs(c, c.ref))],
+            [Output(output, "-o")],
+        )
+
     if deltas:
         if masks:
             raise UsageError(
@@ -186,6 +206,7 @@ def overlap(
             )
         if base is not None:
             raise UsageError("--base is implied by --deltas BASE T1 T2", "drop --base")
+        check_output((), list(deltas))
         ex = open_executor(executor, jobs, ray_address, resume)
         report = overlap_deltas(*deltas, tolerance=tol, progress=fmt == "human", chunk_elements=chunk_elements,
                                 executor=ex, resume=resume)  # fmt: skip
@@ -200,6 +221,7 @@ def overlap(
                 f"expected two mask files, got {len(masks)}",
                 "usage: subnetscope overlap MASK1 MASK2 [--base BASE], or --deltas BASE T1 T2",
             )
+        check_output(masks, [base] if base is not None else [])
         ex = open_executor(executor, jobs, ray_address, resume)
         report = run_overlap(masks[0], masks[1], base=base, progress=fmt == "human", chunk_elements=chunk_elements,
                              executor=ex, resume=resume)  # fmt: skip

@@ -20,8 +20,17 @@ def plot(report: str, out_dir: str) -> None:
     compare: layer x matrix-type heatmap, sparsity vs tolerance (and the ULP histogram with --ulp);
     rank: rank per matrix type; series: the series plots. Prints the paths written.
     """  # fmt: skip
+    from ..display import printable
+    from ..io.outputs import INTO, Output, check_outputs, path_inputs
+    from ..report.fields import check_report
     from ..report.plots import plot_report
     from ..report.schema import load_json
+    from .common import say, unreadable_report
 
-    for p in plot_report(load_json(report), out_dir):
-        click.echo(str(p))
+    check_outputs(path_inputs([report], "the JSON report read"), [Output(out_dir, "-o", INTO)])
+    obj = load_json(report)
+    check_report(obj, report)
+    with unreadable_report(report):
+        paths = plot_report(obj, out_dir)
+    for p in paths:
+        say(printable(p))

@@ -28,9 +28,14 @@ def report(reports: tuple[str, ...], added: tuple[str, ...], labels: tuple[str, 
     Headline sparsity, tolerance table, layer x matrix heatmap, ULP histogram (compare --ulp), rank table
     (a rank report, or compare --rank); with several compare reports, a comparison table and bar chart.
     """  # fmt: skip
+    from ..io.outputs import Output, check_outputs, path_inputs
     from ..report.html import write_html
     from ..report.schema import load_json
+    from .common import unreadable_report
 
-    objs = [load_json(p) for p in (*reports, *added)]
-    write_html(output, objs, labels=list(labels) or None, title=title, sources=[*reports, *added])
+    paths = [*reports, *added]
+    check_outputs(path_inputs(paths, "a JSON report read"), [Output(output, "-o")])
+    objs = [load_json(p) for p in paths]
+    with unreadable_report(", ".join(paths)):
+        write_html(output, objs, labels=list(labels) or None, title=title, sources=paths)
     log(f"report written to {output}")

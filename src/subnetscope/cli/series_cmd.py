@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from .common import (
+    TOLERANCE,
+    check_report_output,
     emit_report,
     execution_options,
     format_option,
@@ -21,7 +23,7 @@ from .common import (
 @click.option(
     "--final", default=None, help="The checkpoint that defines the final subnetwork (default: the last one)."
 )
-@click.option("--tol", type=float, default=1e-5, show_default=True, help="Updated means |Δ| > tol.")
+@click.option("--tol", type=TOLERANCE, default=1e-5, show_default=True, help="Updated means |Δ| > tol.")
 @semantics_option
 @format_option
 @output_option
@@ -54,8 +56,13 @@ def series(
     share of updates outside the final subnetwork and the running union of updated parameters; then the
     split into never updated / cancelled / final subnetwork.
     """
-    from ..series import render
+    from ..series import expand_checkpoints, render
     from ..series import series as run_series
+
+    if output:
+        expanded = expand_checkpoints(list(checkpoints))
+        refs = {"INIT": init, **{f"CKPT_{k}": r for k, r in enumerate(expanded, 1)}}
+        check_report_output(output, {**refs, **({"--final": final} if final else {})})
 
     ex = open_executor(executor, jobs, ray_address, resume)
     report = run_series(  # checks the tolerance itself

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, format_option
+from .common import emit_json, format_option, say
 
 
 @click.command("study")
@@ -38,4 +38,4 @@ def study(config: str, out: str | None, cache: str | None, fmt: str) -> None:
     if fmt == "json":
         emit_json(doc)
     else:
-        click.echo(render_markdown(doc))
+        say(render_markdown(doc))

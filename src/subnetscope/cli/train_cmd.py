@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_report, format_option, jobs_option, output_option, parse_tolerances, semantics_option
+from .common import (
+    TOLERANCE,
+    TOLERANCES,
+    check_report_output,
+    emit_report,
+    format_option,
+    jobs_option,
+    output_option,
+    semantics_option,
+)
 
 
 @click.command("conjecture")
@@ -12,11 +21,11 @@ from .common import emit_report, format_option, jobs_option, output_option, pars
 @click.option("--full", "full", required=True, help="The fully finetuned model F.")
 @click.option("--sub", "sub", required=True, help="The model finetuned inside F's subnetwork S.")
 @click.option(
-    "--tol", "tol", default="1e-5,1e-4", show_default=True,
+    "--tol", "tol", type=TOLERANCES, default="1e-5,1e-4", show_default=True,
     help="Comma-separated tolerances: S and F agree on an element when |S - F| <= tol.",
 )  # fmt: skip
 @click.option(
-    "--subnetwork-tol", type=float, default=1e-5, show_default=True,
+    "--subnetwork-tol", type=TOLERANCE, default=1e-5, show_default=True,
     help="F's subnetwork: the elements with |F - base| > this.",
 )  # fmt: skip
 @semantics_option
@@ -27,7 +36,7 @@ def conjecture(
     base: str,
     full: str,
     sub: str,
-    tol: str,
+    tol: list[float],
     subnetwork_tol: float,
     semantics: str,
     fmt: str,
@@ -42,6 +51,7 @@ def conjecture(
     from ..train.sub_vs_full import conjecture as run
     from ..train.sub_vs_full import render
 
-    result = run(base, full, sub, parse_tolerances(tol), subnetwork_tolerance=subnetwork_tol,
+    check_report_output(output, {"BASE": base, "FULL": full, "SUB": sub})
+    result = run(base, full, sub, tol, subnetwork_tolerance=subnetwork_tol,
                  semantics=semantics, jobs=jobs, progress=fmt == "human")  # fmt: skip
     emit_report(result.to_json(), fmt, output, lambda: render(result))

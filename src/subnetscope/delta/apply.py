@@ -4,14 +4,17 @@ Everything that can be checked is checked before anything is written: the manife
 size and sha256 of every data and side file, and the base's fingerprint. Then each tensor is rebuilt
 chunk by chunk on a pool of threads: runs of unchanged chunks are copied from the base file in the
 kernel (``copy_file_range``), sparse chunks are read from the base and patched at their positions,
-chunks stored whole are decoded; each piece goes straight to its offset in the output shard. With ``verify``
-every rebuilt tensor is hashed and compared with the manifest. The output directory appears atomically,
-so a failure at any point leaves nothing under its name.
+chunks stored whole are decoded; each piece goes straight to its offset in the output shard. The side files
+follow (their names are never those of weight or index files, see ``delta.format``). With ``verify`` the
+finished directory is then read back as a checkpoint and every tensor is hashed and compared with the
+manifest, so what is checked is what is on disk. The output directory appears atomically, so a failure at
+any point leaves nothing under its name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,22 +24,28 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..dtypes import DTYPES
 from ..engine.executors.base import default_jobs
-from ..errors import DeltaFormatError, UsageError
+from ..errors import DeltaFormatError
 from ..fingerprint import of_checkpoint
 from ..io.atomic import atomic_dir
-from ..io.checkpoint import Checkpoint
+from ..io.checkpoint import Checkpoint, open_checkpoint
+from ..io.outputs import DIR, Input, Output, check_outputs, checkpoint_inputs, path_inputs
 from ..io.reader import ChunkReader, FileHandles
 from ..refs import load_checkpoint
 from ..report.schema import SCHEMA_VERSION
 from .encode import decode_values, patch_chunk
 from .errors import DeltaVerifyError, check_fingerprint
-from .format import FROM_BASE, Manifest, TensorEntry, check_files, load_manifest
+from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, check_files, load_manifest
 from .shards import DEFAULT_MAX_SHARD_BYTES, OutTensor, ShardWriter
 from .sidefiles import copy_side_files, side_files
 from .store import DataReader
+
+#: what ``delta apply`` leaves beside the checkpoint it writes: the files it wrote, so that ``overwrite``
+#: replaces only such a directory
+OUTPUT_RECORD = ".subnetscope-apply.json"
+OUTPUT_FORMAT = "subnetscope.delta_apply_output"
 
 
 @dataclass
@@ -117,9 +126,8 @@ def _rebuild(
     reader: DataReader,
     out: ShardWriter,
     local: threading.local,
-    verify: bool,
-) -> str | None:
-    """Write one tensor chunk by chunk; its sha256 when ``verify``.
+) -> None:
+    """Write one tensor chunk by chunk.
 
     Runs of unchanged chunks are copied from the base file in the kernel (``copy_file_range``); a sparse
     chunk is read from the base into a private buffer, patched, and written; a chunk stored whole is
@@ -132,7 +140,6 @@ def _rebuild(
     bits = DTYPES[e.dtype].bits_dtype
     size = bits.itemsize
     b = base.tensors[e.name] if e.encoding in FROM_BASE else None
-    h = hashlib.sha256() if verify else None
     records = {rec.index: rec for rec in e.chunks}
     run_start = run_end = 0  # a run of unchanged chunks, copied in one go
 
@@ -149,30 +156,82 @@ def _rebuild(
         if c == 0:
             continue
         rec = records.get(i)
-        if rec is None:
+        if rec is None:  # extend the run of copied chunks
             assert b is not None
-            if h is None:  # extend the run of copied chunks
-                run_end = s + c
-                continue
-            piece = r.read(b, s, c)
+            run_end = s + c
+            continue
+        flush()
+        where = f"{m.path}: tensor {e.name!r} chunk {i}"
+        pblob, vblob = reader.blobs(rec)
+        values = decode_values(rec.val_codec, vblob, bits, rec.changed, where)
+        if rec.positions == "all":
+            piece = values
         else:
-            flush()
-            where = f"{m.path}: tensor {e.name!r} chunk {i}"
-            pblob, vblob = reader.blobs(rec)
-            values = decode_values(rec.val_codec, vblob, bits, rec.changed, where)
-            if rec.positions == "all":
-                piece = values
-            else:
-                assert b is not None
-                piece = _scratch(local, bits, m.chunk_elements)[:c]
-                np.copyto(piece, r.read(b, s, c))  # reads are read-only views: patch a private copy
-                patch_chunk(piece, rec.positions, rec.pos_codec, pblob, values, where)
-        if h is not None:
-            h.update(np.ascontiguousarray(piece).data)
+            assert b is not None
+            piece = _scratch(local, bits, m.chunk_elements)[:c]
+            np.copyto(piece, r.read(b, s, c))  # reads are read-only views: patch a private copy
+            patch_chunk(piece, rec.positions, rec.pos_codec, pblob, values, where)
         out.write(e.name, s * size, np.ascontiguousarray(piece).data)
         run_start = run_end = s + c
     flush()
-    return h.hexdigest() if h is not None else None
+
+
+def not_our_output(path: Path) -> str | None:
+    """None when ``path`` is a directory written by :func:`apply_delta` and holds nothing else (what
+    ``overwrite`` may replace); otherwise why it is not."""
+    try:
+        rec = json.loads((path / OUTPUT_RECORD).read_text())
+        files = set(rec["files"]) if rec.get("format") == OUTPUT_FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        files = None
+    if files is None:
+        return f"it has no {OUTPUT_RECORD} (delta apply marks the directories it writes)"
+    extra = sorted(p.name for p in path.iterdir() if p.name not in files and p.name != OUTPUT_RECORD)
+    if extra:
+        return f"it also holds {extra[0]!r}, which delta apply did not write"
+    return None
+
+
+def verify_checkpoint(directory: Path, m: Manifest, delta: str, jobs: int) -> None:
+    """Read back the checkpoint in ``directory`` as any loader would and check it is the delta's TARGET:
+    the same tensor names, shapes and dtypes, and every tensor's sha256 (raises
+    :class:`~subnetscope.delta.errors.DeltaVerifyError`)."""
+    ck = open_checkpoint(directory)
+    want = {t.name: t for t in m.tensors}
+    hint = (
+        "the base differs from the delta's base in places its fingerprint does not sample, or the "
+        "delta is damaged: use the right base or re-export the delta"
+    )
+    odd = sorted(set(ck.tensors) ^ set(want)) or [
+        n for n, t in want.items() if (ck.tensors[n].shape, ck.tensors[n].dtype.code) != (t.shape, t.dtype)
+    ]
+    if odd:
+        raise DeltaVerifyError(
+            f"{delta}: the rebuilt checkpoint does not hold the manifest's tensors (e.g. {odd[0]!r}); "
+            "nothing was written",
+            hint,
+        )
+
+    def digest(name: str) -> str:
+        info = ck.tensors[name]
+        h = hashlib.sha256()
+        step = max(1, (8 << 20) // info.dtype.itemsize)
+        with FileHandles() as handles:
+            r = ChunkReader(handles, step * info.dtype.itemsize)
+            for s in range(0, info.numel, step):
+                h.update(r.read(info, s, min(step, info.numel - s)).data)
+        return h.hexdigest()
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="subnetscope-verify") as ex:
+        got = dict(zip(want, ex.map(digest, want)))
+    bad = [n for n, t in want.items() if got[n] != t.sha256]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DeltaVerifyError(
+            f"{delta}: rebuilt tensor {bad[0]!r}{more} does not match the sha256 in the manifest; "
+            "nothing was written",
+            hint,
+        )
 
 
 def apply_delta(
@@ -189,29 +248,33 @@ def apply_delta(
     """Rebuild TARGET from ``base`` and the delta in ``delta_dir`` into the new directory ``out_dir``.
 
     Refuses (writing nothing) a damaged delta and a base whose fingerprint is not the delta's. With
-    ``verify`` the sha256 of every rebuilt tensor is checked against the manifest
-    (:class:`~subnetscope.delta.errors.DeltaVerifyError` if one differs; nothing is written then either).
+    ``verify`` the finished directory (weights, index and side files) is read back as a checkpoint and
+    every tensor's sha256 is checked against the manifest (:class:`~subnetscope.delta.errors.DeltaVerifyError`
+    if one differs; nothing is written then either). ``out_dir`` may not be, hold or lie inside an input;
+    with ``overwrite`` an existing ``out_dir`` is replaced only when an earlier ``apply_delta`` wrote it
+    (it keeps the list of its files in ``.subnetscope-apply.json``) and it holds nothing else.
     """
     from ..progress import progress_bar
 
+    validate.jobs(jobs)
+    validate.int_range(max_shard_bytes, "max_shard_bytes")
     m = load_manifest(delta_dir)
     nthreads = jobs or default_jobs()
-    check_files(m, digests=True, jobs=nthreads)
     bck = base if isinstance(base, Checkpoint) else load_checkpoint(base)
     out = Path(out_dir)
-    base_root = bck.root if bck.root.is_dir() else bck.root.parent
-    for p in (base_root, Path(delta_dir)):
-        if out.resolve() == p.resolve():
-            raise UsageError(
-                f"{out}: is an input directory", "write the rebuilt checkpoint to a new directory"
-            )
+    delta_files = [Path(delta_dir) / f for f in (MANIFEST_NAME, *(f.name for f in (*m.files, *m.side_files)))]
+    check_outputs(
+        [*checkpoint_inputs(bck, "BASE"), Input(Path(delta_dir), "the delta directory"),
+         *path_inputs(delta_files, "a file of the delta")],
+        [Output(out, "the output directory", DIR, overwrite, not_our_output)],
+    )  # fmt: skip
+    check_files(m, digests=True, jobs=nthreads)
     _check_base(m, bck, str(delta_dir))
     outs = [OutTensor(t.name, t.dtype, t.shape, t.nbytes) for t in m.tensors]
     local = threading.local()
-    digests: dict[str, str | None] = {}
 
     with (
-        atomic_dir(out, overwrite=overwrite) as tmp,
+        atomic_dir(out, overwrite, not_our_output) as tmp,
         FileHandles() as handles,
         DataReader(Path(delta_dir), m.files) as reader,
     ):
@@ -221,12 +284,11 @@ def apply_delta(
                 todo = sorted(m.tensors, key=lambda t: -t.nbytes)
                 with ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="subnetscope-delta") as ex:
                     futures = [
-                        (t, ex.submit(_rebuild, t, m, bck, handles, reader, writer, local, verify))
-                        for t in todo
+                        (t, ex.submit(_rebuild, t, m, bck, handles, reader, writer, local)) for t in todo
                     ]
                     try:
                         for t, f in futures:
-                            digests[t.name] = f.result()
+                            f.result()
                             bar.update(t.nbytes)
                     except BaseException:
                         for _t, f in futures:
@@ -235,20 +297,17 @@ def apply_delta(
         finally:
             writer.close()
         files = writer.finish()
-        if verify:
-            bad = [t.name for t in m.tensors if digests[t.name] != t.sha256]
-            if bad:
-                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-                raise DeltaVerifyError(
-                    f"{delta_dir}: rebuilt tensor {bad[0]!r}{more} does not match the sha256 in the manifest; "
-                    "nothing was written",
-                    "the base differs from the delta's base in places its fingerprint does not sample, or the "
-                    "delta is damaged: use the right base or re-export the delta",
-                )
         if m.side_files:
             extra = copy_side_files([Path(delta_dir) / f.name for f in m.side_files], tmp)
             source = "delta"
         else:
             extra = copy_side_files(side_files(bck), tmp)
             source = "base"
+        written = [*files, *(f.name for f in extra)]
+        (tmp / OUTPUT_RECORD).write_text(
+            json.dumps({"format": OUTPUT_FORMAT, "tool_version": __version__, "files": written}, indent=1)
+            + "\n"
+        )
+        if verify:
+            verify_checkpoint(tmp, m, str(delta_dir), nthreads)
     return ApplyResult(out, len(m.tensors), m.target_bytes, files, [f.name for f in extra], source, verify)

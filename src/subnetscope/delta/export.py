@@ -23,20 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..engine.job import Job, Row
 from ..engine.run import Codec, run
-from ..errors import UsageError
 from ..fingerprint import of_checkpoint
 from ..io.atomic import atomic_dir
 from ..io.checkpoint import Checkpoint
+from ..io.outputs import DIR, INTO, Output, check_outputs, checkpoint_inputs
 from ..io.reader import DEFAULT_CHUNK_ELEMENTS
 from ..io.safetensors_header import TensorInfo
 from ..plan import natural_key
 from ..refs import load_checkpoint
 from ..report.schema import SCHEMA_VERSION
 from .encode import encode_chunk, encode_whole
-from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, write_manifest
+from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, not_a_delta, write_manifest
 from .sidefiles import copy_side_files, side_files
 from .spill import Spiller, SpillRef, assemble, spill_files
 from .store import DEFAULT_MAX_FILE_BYTES, DataWriter
@@ -184,22 +184,24 @@ def export_delta(
     ``base`` and ``target`` are checkpoints (path, hub id, or an opened :class:`Checkpoint`). The
     directory appears atomically, holding ``delta.json``, the data files and TARGET's config and
     tokenizer files. Nothing is read into memory beyond a few chunks of ``chunk_elements`` per worker.
-    ``executor`` / ``ray_address`` choose where the pass runs and ``resume`` keeps finished tensors, as for
-    :func:`subnetscope.compare`; the delta's bytes do not depend on either.
+    ``out_dir`` may not be, hold or lie inside an input; with ``overwrite`` an existing ``out_dir`` is
+    replaced only when it holds a delta and nothing else. ``executor`` / ``ray_address`` choose where the
+    pass runs and ``resume`` keeps finished tensors, as for :func:`subnetscope.compare`; the delta's bytes
+    do not depend on either.
     """
     from ..engine.executors.base import resolve
 
-    if chunk_elements < 8 or chunk_elements % 8:
-        raise UsageError(f"chunk_elements={chunk_elements}", "use a positive multiple of 8")
+    validate.chunk_elements(chunk_elements, multiple_of_8=True)
+    validate.jobs(jobs)
+    validate.int_range(zstd_level, "zstd_level", -7, 22)
+    validate.int_range(max_file_bytes, "max_file_bytes")
     ex = resolve(executor, jobs, ray_address)
     bck, tck = _as_checkpoint(base), _as_checkpoint(target)
     out = Path(out_dir)
-    for ck in (bck, tck):
-        root = ck.root if ck.root.is_dir() else ck.root.parent
-        if out.resolve() == root.resolve():
-            raise UsageError(
-                f"{out}: is an input checkpoint's directory", "write the delta to a new directory"
-            )
+    check_outputs(
+        [*checkpoint_inputs(bck, "BASE"), *checkpoint_inputs(tck, "TARGET")],
+        [Output(out, "the delta directory", DIR, overwrite, not_a_delta), Output(resume, "resume", INTO)],
+    )
     order = _storage_order(tck)
     chunk = chunk_elements
     rows = []
@@ -214,9 +216,8 @@ def export_delta(
     ]
     base_fp = of_checkpoint(bck)
 
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        spill_dir = Path(resume) / "spill" if resume is not None else tmp / ".spill"
-        spill_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out, overwrite, not_a_delta) as tmp:
+        spill_dir = Path(resume) / "spill" if resume is not None else tmp / ".spill"  # made on first use
         identity = {"kind": "subnetscope.delta_export", "base": base_fp.to_json(),
                     "target": of_checkpoint(tck).to_json(), "chunk_elements": chunk, "zstd_level": zstd_level,
                     "tool_version": __version__}  # fmt: skip
@@ -240,7 +241,7 @@ def export_delta(
         finally:
             files = writer.close()
         if resume is None:
-            shutil.rmtree(spill_dir)
+            shutil.rmtree(spill_dir, ignore_errors=True)
         # what a rebuild reads from the base: known only now (a densely changed tensor is not read)
         patch_fp = of_checkpoint(bck, [t.name for t in tensors if t.encoding in FROM_BASE])
         manifest = Manifest(

@@ -21,11 +21,13 @@ chunks; the rest is copied from the base), ``dense`` (every chunk stored whole: 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ from typing import Any
 from ..dtypes import DTYPES
 from ..errors import DeltaFormatError
 from ..fingerprint import Fingerprint
+from ..io import strict_json
+from ..io.safetensors_header import file_kind
 
 FORMAT = "subnetscope.delta"
 FORMAT_VERSION = "1"
@@ -58,6 +62,28 @@ CHUNK_FIELDS = (
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+#: the config and tokenizer files a delta carries beside the weights (``config.json``, ``tokenizer.json``, ...)
+SIDE_PATTERNS = ("*.json", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt", "*.jinja")
+#: never a side file: weight files and their indexes (a side file of that name would replace what the
+#: rebuild writes), the delta manifest and ``delta apply``'s record of its output
+NOT_SIDE_FILES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.bin.index.json",
+    MANIFEST_NAME,
+    ".subnetscope-apply.json",
+)
+
+
+def is_side_file_name(name: str) -> bool:
+    """Whether a file of this name travels with the weights as a config or tokenizer file."""
+    if any(fnmatch.fnmatchcase(name.lower(), s) for s in NOT_SIDE_FILES):  # case-blind file systems too
+        return False
+    return any(fnmatch.fnmatchcase(name, p) for p in SIDE_PATTERNS)
+
+
 _REDO = "re-export it with `subnetscope delta export BASE TARGET -o DIR`"
 
 
@@ -263,6 +289,11 @@ def _stored_files(ck: _Check, raw: object, what: str) -> list[StoredFile]:
         name = ck.str_(f.get("name"), f"{what}[{i}].name")
         if not _SAFE_NAME.match(name) or name in (".", ".."):
             raise ck.fail(f"{what}[{i}].name {name!r} is not a plain file name")
+        if what == "side_files" and not is_side_file_name(name):
+            raise ck.fail(
+                f"side file {name!r} is not a config or tokenizer file: a weight, index or manifest name "
+                "would replace what the rebuild writes"
+            )
         out.append(
             StoredFile(
                 name,
@@ -418,16 +449,35 @@ def load_manifest(delta_dir: str | os.PathLike[str]) -> Manifest:
             f"{d}: not a delta directory (no such directory)",
             "give the directory written by `subnetscope delta export`",
         )
-    if not path.is_file():
+    if not path.exists():
         raise DeltaFormatError(
             f"{d}: no {MANIFEST_NAME} in this directory (not a delta, or an incomplete copy)",
             "give the directory written by `subnetscope delta export`, copied whole",
         )
     try:
-        obj = json.loads(path.read_text())
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise DeltaFormatError(
+                f"{path}: is {file_kind(mode)}, not a regular file", f"the delta is damaged: {_REDO}"
+            )
+        obj = strict_json.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DeltaFormatError(f"{path}: not readable JSON ({e})", f"the delta is damaged: {_REDO}") from None
     return parse_manifest(obj, path)
+
+
+def not_a_delta(path: Path) -> str | None:
+    """None when ``path`` holds a subnetscope delta and nothing else (what ``overwrite`` may replace);
+    otherwise why it does not."""
+    try:
+        m = load_manifest(path)
+    except DeltaFormatError:
+        return f"it holds no valid {MANIFEST_NAME}"
+    known = {MANIFEST_NAME, *(f.name for f in m.files), *(f.name for f in m.side_files)}
+    extra = sorted(p.name for p in path.iterdir() if p.name not in known)
+    if extra:
+        return f"it also holds {extra[0]!r}, which is not part of the delta"
+    return None
 
 
 def check_files(manifest: Manifest, digests: bool = True, jobs: int = 2) -> None:

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import shutil
 from pathlib import Path
 
-from ..io.checkpoint import INDEX_NAME, Checkpoint
-from .format import MANIFEST_NAME, StoredFile
+from ..io.checkpoint import Checkpoint
+from .format import SIDE_PATTERNS, StoredFile, is_side_file_name
 
-#: files copied beside the weights; weight indexes and the delta manifest are never copied
-PATTERNS = ("*.json", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt", "*.jinja")
-_SKIP = (INDEX_NAME, MANIFEST_NAME, "*.safetensors.index.json")
-
-
-def _wanted(name: str) -> bool:
-    if any(fnmatch.fnmatch(name, s) for s in _SKIP):
-        return False
-    return any(fnmatch.fnmatch(name, p) for p in PATTERNS)
+#: files copied beside the weights (weight files, their indexes and the delta manifest never are)
+PATTERNS = SIDE_PATTERNS
 
 
 def side_files(ck: Checkpoint) -> list[Path]:
     """The config and tokenizer files beside a checkpoint's weights, sorted by name."""
     d = ck.root if ck.root.is_dir() else ck.root.parent
-    return sorted(p for p in d.iterdir() if p.is_file() and _wanted(p.name))
+    return sorted(p for p in d.iterdir() if p.is_file() and is_side_file_name(p.name))
 
 
 def _sha256(path: Path) -> str:

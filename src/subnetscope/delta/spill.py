@@ -59,6 +59,7 @@ class _SpillFile:
     def __init__(self, directory: Path) -> None:
         self.pid = os.getpid()
         self.name = f"spill-{self.pid}-{threading.get_ident()}.bin"
+        directory.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(directory / self.name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self.fd).st_size
 

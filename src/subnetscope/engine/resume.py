@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import SubnetscopeError
 from ..io.atomic import write_text_atomic
+from ..io.outputs import make_parents, remove_empty, write_error, write_errors
 
 FORMAT = "subnetscope.resume"
 FORMAT_VERSION = "1"
@@ -133,11 +134,15 @@ class ResumeState:
                 "give an empty or new directory for --resume (it is created if missing)",
             )
         else:
-            d.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(manifest, json.dumps(
-                {"format": FORMAT, "format_version": FORMAT_VERSION, "key": self.key, "identity": identity},
-                indent=1, sort_keys=True,
-            ) + "\n")  # fmt: skip
+            created = make_parents(manifest, d)
+            try:
+                write_text_atomic(manifest, json.dumps(
+                    {"format": FORMAT, "format_version": FORMAT_VERSION, "key": self.key, "identity": identity},
+                    indent=1, sort_keys=True,
+                ) + "\n")  # fmt: skip
+            except BaseException:
+                remove_empty(created)  # a run that could not start leaves no directory behind
+                raise
         self._load_journal()
         self._jfd: int | None = os.open(d / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._mfd: int | None = None
@@ -196,19 +201,22 @@ class ResumeState:
         if not self._queue or self._jfd is None:
             return
         if self._mfd is not None:
-            getattr(os, "fdatasync", os.fsync)(self._mfd)
+            with write_errors(self.directory / MASK_BITS):
+                getattr(os, "fdatasync", os.fsync)(self._mfd)
         for path in sorted(self._durable):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                getattr(os, "fdatasync", os.fsync)(fd)
-            finally:
-                os.close(fd)
+            with write_errors(path):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    getattr(os, "fdatasync", os.fsync)(fd)
+                finally:
+                    os.close(fd)
         self._durable.clear()
-        view = memoryview(b"".join(self._queue))
-        while view:
-            n = os.write(self._jfd, view)
-            view = view[n:]
-        os.fsync(self._jfd)
+        with write_errors(self.directory / JOURNAL):
+            view = memoryview(b"".join(self._queue))
+            while view:
+                n = os.write(self._jfd, view)
+                view = view[n:]
+            os.fsync(self._jfd)
         self._queue.clear()
         self._last_commit = time.monotonic()
 
@@ -220,7 +228,10 @@ class ResumeState:
         first = start // 8
         n = min(packed.size, nb - first)
         if n > 0:
-            os.pwrite(self._mfd, np.ascontiguousarray(packed[:n]).data, off + first)
+            try:
+                os.pwrite(self._mfd, np.ascontiguousarray(packed[:n]).data, off + first)
+            except OSError as e:
+                raise write_error(self.directory / MASK_BITS, e) from e
 
     def stored_bits(self, name: str) -> Iterator[tuple[int, np.ndarray]]:
         """The kept bits of a finished row, as ``(first element, packed bits)`` pieces."""
@@ -265,4 +276,5 @@ def open_resume(
     ``rows`` maps every row's name to its number of elements (the size of its kept bits, ``with_bits``);
     ``decode`` turns a journaled JSON result back into the row's result.
     """
-    return ResumeState(Path(directory), identity, rows, decode, with_bits, sync_seconds)
+    with write_errors(directory):
+        return ResumeState(Path(directory), identity, rows, decode, with_bits, sync_seconds)

@@ -9,14 +9,15 @@ holds both.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CheckpointFormatError, InputNotFoundError
-from .safetensors_header import SafetensorsHeader, TensorInfo, read_header
+from . import strict_json
+from .safetensors_header import SafetensorsHeader, TensorInfo, read_header, require_regular
+from .shard_paths import shard_path
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -64,7 +65,7 @@ class Checkpoint:
         if c is None:
             return {}
         try:
-            obj = json.loads(c.read_text())
+            obj = strict_json.loads(c.read_bytes())
         except (OSError, ValueError):
             return {}
         return obj if isinstance(obj, dict) else {}
@@ -89,7 +90,12 @@ def _merge(headers: list[SafetensorsHeader], root: Path, ref: str) -> Checkpoint
 def _load_index(index: Path, ref: str, read: Callable[[Path], SafetensorsHeader] = read_header) -> Checkpoint:
     root = index.parent
     try:
-        obj = json.loads(index.read_text())
+        require_regular(index, "checkpoint index")
+        obj = strict_json.loads(index.read_bytes())
+    except OSError as e:
+        raise CheckpointFormatError(
+            f"{index}: cannot read ({e.strerror})", "check the path and permissions"
+        ) from None
     except ValueError as e:
         raise CheckpointFormatError(
             f"{index}: not valid JSON ({e})", "re-download or regenerate the index"
@@ -97,7 +103,6 @@ def _load_index(index: Path, ref: str, read: Callable[[Path], SafetensorsHeader]
     wm = obj.get("weight_map") if isinstance(obj, dict) else None
     if not isinstance(wm, dict) or not wm:
         raise CheckpointFormatError(f"{index}: has no weight_map", "re-download or regenerate the index")
-    root_res = root.resolve()
     shard_names: list[str] = []
     for tensor, shard in wm.items():
         if not isinstance(shard, str):
@@ -109,13 +114,8 @@ def _load_index(index: Path, ref: str, read: Callable[[Path], SafetensorsHeader]
     headers: list[SafetensorsHeader] = []
     resolved: dict[str, Path] = {}
     for shard in shard_names:
-        sp = resolved[shard] = (root / shard).resolve()
-        if os.path.isabs(shard) or (root_res != sp.parent and root_res not in sp.parents):
-            raise CheckpointFormatError(
-                f"{index}: shard {shard!r} points outside the checkpoint directory",
-                "an index may only name files inside its own directory; fix the index",
-            )
-        if not sp.is_file():
+        sp = resolved[shard] = shard_path(index, shard)
+        if not sp.exists():
             raise CheckpointFormatError(
                 f"{index}: names shard {shard!r}, which does not exist in {root}",
                 "the download is incomplete: fetch the missing shard or fix the index",
@@ -151,7 +151,8 @@ def open_checkpoint(path: str | os.PathLike[str], ref: str | None = None) -> Che
         raise InputNotFoundError(
             f"{p}: no such file or directory", "give a checkpoint directory, a .safetensors file or a hub id"
         )
-    if p.is_file():
+    if not p.is_dir():
+        require_regular(p, "checkpoint file")
         from . import legacy
 
         if legacy.is_legacy_file(p):
@@ -165,7 +166,7 @@ def open_checkpoint(path: str | os.PathLike[str], ref: str | None = None) -> Che
             )
         return _merge([read_header(p)], p, r)
     index = p / INDEX_NAME
-    if index.is_file():
+    if index.exists():  # a FIFO or a directory under this name is refused, not skipped
         return _load_index(index, r)
     files = sorted(p.glob("*.safetensors"))
     if not files:

@@ -34,7 +34,7 @@ from typing import Any
 from ..dtypes import TORCH_TO_CODE, get_dtype
 from ..errors import CheckpointFormatError, UnsupportedDtypeError
 from .checkpoint import Checkpoint
-from .safetensors_header import SafetensorsHeader, TensorInfo
+from .safetensors_header import SafetensorsHeader, TensorInfo, require_regular
 
 #: the index file of a sharded legacy checkpoint
 BIN_INDEX_NAME = "pytorch_model.bin.index.json"
@@ -136,10 +136,12 @@ def read_legacy(path: str | os.PathLike[str], use_meta: bool = True) -> Safetens
     offsets on meta tensors (kept for tests).
     """
     p = Path(path)
-    if not p.is_file():
+    try:
+        require_regular(p)
+    except FileNotFoundError:
         raise CheckpointFormatError(
             f"{p}: no such file", "the download is incomplete: fetch the missing shard"
-        )
+        ) from None
     records, order = _record_table(p)
     if order is not None and order != "little":
         raise CheckpointFormatError(
@@ -236,7 +238,7 @@ def bin_files(directory: Path) -> list[Path]:
 def find_legacy(directory: Path) -> Path | None:
     """What to open in a directory without safetensors: its ``.bin`` index, the directory, or None."""
     index = directory / BIN_INDEX_NAME
-    if index.is_file():
+    if index.exists():
         return index
     return directory if bin_files(directory) else None
 

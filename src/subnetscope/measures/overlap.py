@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from .. import magnitude_bins as mb
 from ..dtypes import DType, decode
 from ..engine.job import Job, Row
 from ..engine.run import Codec, run
-from ..errors import MaskFormatError, MaskMismatchError, MismatchError, UsageError
+from ..errors import MaskFormatError, MaskMismatchError, MismatchError
 from ..fingerprint import of_checkpoint
 from ..io.checkpoint import Checkpoint
 from ..io.safetensors_header import TensorInfo, read_header
@@ -201,6 +201,8 @@ def overlap(
         executor, ray_address: where the pass runs, as for :func:`subnetscope.compare` (default threads).
         resume: a directory keeping finished tensors (:mod:`subnetscope.engine.resume`).
     """
+    validate.jobs(jobs)
+    chunk_elements = validate.chunk_elements(chunk_elements)
     m1, m2 = _open_mask(mask1), _open_mask(mask2)
     m1.check_compatible(m2)
     findings: list[Finding] = []
@@ -378,10 +380,9 @@ def overlap_deltas(
     """
     from ..plan import make_plan
 
-    if not (tolerance >= 0 and math.isfinite(tolerance)):
-        raise UsageError(
-            f"tolerance {tolerance!r} is not a finite non-negative number", "use values like 1e-5"
-        )
+    tolerance = validate.tolerance(tolerance)
+    validate.jobs(jobs)
+    chunk_elements = validate.chunk_elements(chunk_elements)
     b, t1, t2 = _ck(base), _ck(target1), _ck(target2)
     p1, p2 = make_plan(b, t1), make_plan(b, t2)
     findings = [Finding(f.kind, f.tensor, f"{t1.ref}: {f.detail}") for f in p1.findings]

@@ -279,6 +279,10 @@ def render_html(
     sources: Sequence[str] | None = None,
 ) -> str:
     """The page for these JSON reports (compare and/or rank), as one HTML string."""
+    from .fields import check_report
+
+    for i, o in enumerate(objs):
+        check_report(o, sources[i] if sources and i < len(sources) else f"report {i + 1}")
     compares, ranks = split_reports(objs, labels)
     title = title or "subnetscope report: " + ", ".join(lab for lab, _ in (compares or ranks))
     parts = []
@@ -313,7 +317,9 @@ def write_html(
     title: str | None = None,
     sources: Sequence[str] | None = None,
 ) -> None:
-    """Render and write the page atomically."""
+    """Render and write the page atomically; ``sources`` (the reports' paths) are inputs it may not replace."""
     from ..io.atomic import write_text_atomic
+    from ..io.outputs import Output, check_outputs, path_inputs
 
+    check_outputs(path_inputs(sources or [], "a JSON report read"), [Output(path, "the HTML page")])
     write_text_atomic(path, render_html(objs, labels, title, sources))

@@ -262,6 +262,9 @@ def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list
     series and an UpdateTracker's tracker.json → whatever
     :func:`subnetscope.report.series_plots.plot_series` writes.
     """
+    from .fields import check_report
+
+    check_report(obj)
     kind = obj.get("report")
     if kind == "subnetscope.compare":
         from .schema import check_schema

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..display import printable
 from ..stats import Counts
-from .schema import Report
+from .schema import Finding, Report
 
 
 def fmt_tol(t: float) -> str:
@@ -30,6 +31,8 @@ def human_count(n: int) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
     """A fixed-width table; ``align`` is one of ``l``/``r`` per column (default: first left, rest right)."""
+    headers = [printable(h) for h in headers]
+    rows = [[printable(c) for c in r] for r in rows]  # a cell is one line, whatever a tensor is called
     cols = len(headers)
     al = align or "l" + "r" * (cols - 1)
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(cols)]
@@ -41,6 +44,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str | No
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def finding_lines(findings: Sequence[Finding], limit: int = 50) -> list[str]:
+    """The ``findings (N)`` block of a human report: one escaped line per finding, at most ``limit``."""
+    if not findings:
+        return []
+    out = ["", f"findings ({len(findings)})"]
+    out += [
+        f"  {printable(f.kind):15s} {printable(f.tensor)}: {printable(f.detail)}" for f in findings[:limit]
+    ]
+    if len(findings) > limit:
+        out.append(f"  ... and {len(findings) - limit} more (see --format json)")
+    return out
+
+
+def ref_of(side: Mapping[str, Any] | None) -> str:
+    """The ``ref`` of a report's ``base`` / ``target`` block, escaped for a terminal."""
+    return printable((side or {}).get("ref"))
 
 
 def _counts_rows(label_counts: Sequence[tuple[str, Counts]]) -> list[list[str]]:
@@ -56,8 +77,8 @@ def render_compare(report: Report, layers: bool = True) -> str:
     p = report.primary_index
     out = [
         f"subnetscope compare ({report.semantics} semantics)",
-        f"  base:   {report.base.get('ref')}",
-        f"  target: {report.target.get('ref')}",
+        f"  base:   {ref_of(report.base)}",
+        f"  target: {ref_of(report.target)}",
         f"  {len(report.tensors)} tensors compared, {human_count(ov.numel)} parameters; "
         f"update sparsity at {tols[p]}: {pct(ov.sparsity[p])} ({ov.changed[p]:,} updated)",
         "",
@@ -74,11 +95,7 @@ def render_compare(report: Report, layers: bool = True) -> str:
                 "per layer",
                 table(["layer", *head[1:]], _counts_rows([(str(k), c) for k, c in by_layer.items()])),
             ]
-    if report.findings:
-        out += ["", f"findings ({len(report.findings)})"]
-        out += [f"  {f.kind:15s} {f.tensor}: {f.detail}" for f in report.findings[:50]]
-        if len(report.findings) > 50:
-            out.append(f"  ... and {len(report.findings) - 50} more (see --format json)")
+    out += finding_lines(report.findings)
     return "\n".join(out)
 
 
@@ -97,11 +114,13 @@ def render_rank(obj: Mapping[str, Any], tensors: bool = False) -> str:
     sel = obj.get("selection") or {}
     out = [
         f"subnetscope rank ({obj.get('method')} on {obj.get('device')})",
-        f"  base:   {(obj.get('base') or {}).get('ref')}",
-        f"  target: {(obj.get('target') or {}).get('ref')}",
+        f"  base:   {ref_of(obj.get('base'))}",
+        f"  target: {ref_of(obj.get('target'))}",
     ]
+    nonfinite = [Finding(str(f.get("kind")), str(f.get("tensor")), str(f.get("detail")))
+                 for f in obj.get("findings") or [] if isinstance(f, Mapping)]  # fmt: skip
     if not ov.get("matrices"):
-        return "\n".join([*out, "  no matrix ranked"])
+        return "\n".join([*out, "  no matrix ranked", *finding_lines(nonfinite)])
     out += [
         f"  {ov['matrices']} of {sel.get('candidates', ov['matrices'])} 2-D updates ranked; mean rank "
         f"{ov['mean_rank_pct']:.2f}% of min(rows, cols), {ov['full_rank']} at full rank; mean stable rank "
@@ -147,6 +166,7 @@ def render_rank(obj: Mapping[str, Any], tensors: bool = False) -> str:
         out.append(
             table(["tensor", "updated", "enrichment", "mass enr.", "max angle L°", "max angle R°"], srows)
         )
+    out += finding_lines(nonfinite)
     return "\n".join(out)
 
 

@@ -560,7 +560,18 @@ def run_study(
     ctx = StudyContext(
         cfg, root, root / "studies" / cfg.name, Path(out) if out is not None else cfg.out, progress
     )
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    from ..io.outputs import INTO, Output, check_outputs, path_inputs, write_errors
+
+    base = Path(cfg.base)  # a local base checkpoint (a hub id names no local path)
+    check_outputs(
+        [
+            *path_inputs([cfg.source], "the study config"),
+            *path_inputs([base] if base.exists() else [], "the base"),
+        ],
+        [Output(ctx.out, "the study's output directory", INTO)],
+    )
+    with write_errors(ctx.out):
+        ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.results["threads"] = choose_threads()
     _log(f"[study] torch threads: {ctx.results['threads']['threads']} ({ctx.results['threads']['why']})")
     step_base(ctx)

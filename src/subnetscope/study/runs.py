@@ -182,7 +182,7 @@ def ensure_run(
         f"training {spec.name}: {spec.algo}, {spec.steps} steps, lr {spec.lr:g}, batch {spec.batch_size}"
         + (f", subnetwork of {spec.mask_from}" if mask_path else "")
     )
-    with atomic_dir(path, overwrite=True) as tmp:
+    with atomic_dir(path, overwrite=True, owned=lambda _p: None) as tmp:  # our cache's folder for this key
         log: TrainLog = train(spec, base_dir, tmp, data.items, mask_path=mask_path, progress=progress)
         doc = {
             "spec": asdict(spec),

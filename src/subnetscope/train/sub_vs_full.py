@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..comparison import CheckpointLike, check_tolerances, compare
 from ..maskfile import MaskFile
 from ..measures.compare import Thresholds, count_pair_chunk
@@ -197,6 +197,9 @@ def conjecture(
         semantics: ``"exact"`` or ``"reference"``, as for ``compare``.
     """
     tols = check_tolerances(tolerances)
+    subnetwork_tolerance = validate.tolerance(subnetwork_tolerance, "subnetwork_tolerance")
+    validate.semantics(semantics)
+    validate.jobs(jobs)
     with tempfile.TemporaryDirectory(prefix="subnetscope-conj-") as tmp:
         mask_path = Path(tmp) / "full.mask"
         bf = compare(base, full, sorted({*tols, subnetwork_tolerance}), semantics, jobs=jobs,
@@ -222,16 +225,16 @@ def conjecture(
 
 def render(result: ConjectureResult) -> str:
     """The human output of ``subnetscope conjecture``."""
-    from ..report.table import fmt_tol, human_count, pct, table
+    from ..report.table import finding_lines, fmt_tol, human_count, pct, ref_of, table
 
     tl = [fmt_tol(t) for t in result.tolerances]
     o = result.overall
     out = [
         f"subnetscope conjecture ({result.semantics} semantics)",
-        f"  base: {result.base_vs_full.base.get('ref')}",
-        f"  full: {result.base_vs_full.target.get('ref')}  (subnetwork vs base at "
+        f"  base: {ref_of(result.base_vs_full.base)}",
+        f"  full: {ref_of(result.base_vs_full.target)}  (subnetwork vs base at "
         f"{fmt_tol(result.subnetwork_tolerance)}: {o.subnetwork:,} of {o.numel:,} = {pct(1 - result.full_sparsity)})",
-        f"  sub:  {result.full_vs_sub.target.get('ref')}",
+        f"  sub:  {ref_of(result.full_vs_sub.target)}",
         "",
         table(
             ["", *(f"@{t}" for t in tl)],
@@ -265,8 +268,5 @@ def render(result: ConjectureResult) -> str:
         PAPER,
     ]
     findings = result.base_vs_full.findings + result.full_vs_sub.findings
-    if findings:
-        out += ["", f"findings ({len(findings)})"] + [
-            f"  {f.kind:15s} {f.tensor}: {f.detail}" for f in findings[:20]
-        ]
+    out += finding_lines(findings, limit=20)
     return "\n".join(out)

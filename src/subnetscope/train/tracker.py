@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..errors import UsageError
 from .hooks import bits_view
 from .names import canonical, dtype_code, model_fingerprint
@@ -83,10 +83,8 @@ class UpdateTracker(_CallbackBase):
         base_dtype: Any = None,
         log_prefix: str = "subnet/",
     ) -> None:
-        if every < 1:
-            raise UsageError(
-                f"every={every} must be at least 1", "count against the initial weights every N >= 1 steps"
-            )
+        every = validate.int_range(every, "every")
+        tolerances = validate.tolerances(tolerances)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.every = int(every)
         self.tolerances = [float(t) for t in tolerances]

@@ -7,8 +7,12 @@ descriptions and small per-row states cross the process boundary afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import pickle
+import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -26,8 +30,22 @@ from .tasks import Task, TaskResult, make_tasks, raise_remote, run_task, worker_
 _WORKER: tuple[Job, int, UnitRunner] | None = None
 
 
-def _init(job: Job, chunk: int) -> None:
+def _die_with(parent: int) -> None:
+    """Let the kernel kill this worker when the driver dies (SIGKILL, the OOM killer): otherwise a forked
+    worker waits forever on a queue whose other end its siblings still hold open (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the driver died before the request took effect
+        os._exit(1)
+
+
+def _init(job: Job, chunk: int, parent: int) -> None:
     global _WORKER
+    _die_with(parent)
     _WORKER = (job, chunk, UnitRunner(job, FileHandles(), chunk))
 
 
@@ -91,7 +109,7 @@ class ProcessExecutor:
             while pending:
                 pool = ProcessPoolExecutor(
                     max_workers=min(workers, len(pending)), mp_context=ctx, initializer=_init,
-                    initargs=(spec, chunk),
+                    initargs=(spec, chunk, os.getpid()),
                 )  # fmt: skip
                 broken = False
                 try:
