@@ -15,8 +15,8 @@ import zlib
 import numpy as np
 import pytest
 
-from subnetscope import native
-from subnetscope import series_kernels as sk
+from subnetscope.kernels import native
+from subnetscope.kernels import series as sk
 from subnetscope.dtypes import DTYPES
 
 BF16 = DTYPES["BF16"]
@@ -83,7 +83,7 @@ def test_the_kernels_are_used_where_the_cpu_has_them():
 
 @pytest.mark.parametrize("value,want_off", [("1", True), ("0", False), ("", False)])
 def test_the_environment_turns_them_off(value, want_off):
-    code = "from subnetscope import native; print(native.avx512_level())"
+    code = "from subnetscope.kernels import native; print(native.avx512_level())"
     env = dict(os.environ, SUBNETSCOPE_NO_AVX512=value)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert int(out.stdout) == (0 if want_off else _cpu_level())

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import kernels
+from .kernels.compare import count_chunk
 from .dtypes import DType, decode, reference_threshold
 from .io.reader import DEFAULT_CHUNK_ELEMENTS, ChunkReader, FileHandles
 from .plan import Pair, Plan
@@ -118,7 +118,7 @@ def count_pair_chunk(
     ref = th.semantics == "reference"
     if pair.same_dtype and bd.is_float:
         thr = th.for_dtype(bd)
-        kernels.count_chunk(a, b, bd, thr, ref, out, mask, th.mask_k)
+        count_chunk(a, b, bd, thr, ref, out, mask, th.mask_k)
     elif pair.same_dtype:
         same = a == b
         ident = int(np.count_nonzero(same))

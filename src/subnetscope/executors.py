@@ -398,8 +398,8 @@ def _check_picklable(topts: TaskOptions, where: str) -> None:
 
 def warm_kernels(pairs: Iterable[Pair], topts: TaskOptions) -> None:
     """Load the compiled kernels for the plan's dtypes here, so that forked workers inherit them."""
-    from . import kernels
     from .engine import Thresholds
+    from .kernels.compare import count_chunk
 
     th = Thresholds(list(topts.tolerances), topts.semantics, topts.mask_tolerance)
     seen = set()
@@ -410,7 +410,7 @@ def warm_kernels(pairs: Iterable[Pair], topts: TaskOptions) -> None:
             z = np.zeros(8, dtype=dt.bits_dtype)
             out = np.zeros(len(th.sorted) + 3, dtype=np.int64)
             mask = np.zeros(1 if topts.want_mask else 0, dtype=np.uint8)
-            kernels.count_chunk(
+            count_chunk(
                 z, z, dt, th.for_dtype(dt), topts.semantics == "reference", out, mask, th.mask_k
             )
 

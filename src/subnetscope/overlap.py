@@ -37,6 +37,7 @@ from .io.reader import ChunkReader, FileHandles
 from .io.safetensors_header import TensorInfo, read_header
 from .maskfile import MaskFile
 from .naming import KINDS, Namer
+from .kernels.popcount import clear_tail, popcount
 from .progress import progress_bar
 from .report.schema import SCHEMA_VERSION, Finding
 
@@ -47,30 +48,6 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 20
 
 MaskLike = str | os.PathLike[str] | MaskFile
 CheckpointLike = str | os.PathLike[str] | Checkpoint
-
-# ---------------------------------------------------------------------------------------------------------
-# popcount
-
-_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def popcount(packed: np.ndarray) -> int:
-    """Number of set bits in a uint8 array."""
-    if packed.size == 0:
-        return 0
-    if hasattr(np, "bitwise_count"):
-        return int(np.bitwise_count(packed).sum(dtype=np.int64))
-    return int(_POP8[packed].sum(dtype=np.int64))  # pragma: no cover - numpy < 2
-
-
-def _clear_tail(packed: np.ndarray, nbits: int) -> np.ndarray:
-    """``packed`` with the bits past ``nbits`` cleared (a copy only when needed)."""
-    rem = nbits & 7
-    if rem and packed.size:
-        packed = packed.copy()
-        packed[-1] &= np.uint8((1 << rem) - 1)
-    return packed
-
 
 # ---------------------------------------------------------------------------------------------------------
 # results
@@ -514,8 +491,8 @@ def _mask_tensor(
     for start in range(0, numel, chunk):
         count = min(chunk, numel - start)
         nbytes = (count + 7) // 8
-        p1 = _clear_tail(r1.read(nbytes), count)
-        p2 = _clear_tail(r2.read(nbytes), count)
+        p1 = clear_tail(r1.read(nbytes), count)
+        p2 = clear_tail(r2.read(nbytes), count)
         c.changed1 += popcount(p1)
         c.changed2 += popcount(p2)
         c.intersection += popcount(p1 & p2)
@@ -563,14 +540,14 @@ def _bin_chunk(
 
 def changed_packed(a: np.ndarray, b: np.ndarray, ad: DType, bd: DType, tol: float) -> tuple[np.ndarray, int]:
     """Packed bits (little order) of ``|b - a| > tol`` (exact semantics, as ``compare``) and their count."""
-    from . import kernels
+    from .kernels.compare import count_chunk
 
     n = a.shape[0]
     if ad == bd and ad.is_float:
         thr = np.array([float(tol)], dtype=np.float64)
         out = np.zeros(4, dtype=np.int64)
         packed = np.empty((n + 7) // 8, dtype=np.uint8)
-        kernels.count_chunk(a, b, ad, thr, False, out, packed)
+        count_chunk(a, b, ad, thr, False, out, packed)
         return packed, n - int(out[0])
     if ad == bd:
         ch = a != b

@@ -42,7 +42,7 @@ from .io.safetensors_header import TensorInfo
 from .naming import KINDS
 from .progress import progress_bar
 from .report.schema import SCHEMA_VERSION, Finding
-from .series_kernels import (
+from .kernels.series import (
     CHG_INIT,
     CHG_PREV,
     EVER,
