@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from subnetscope.kernels import native
-from subnetscope.kernels import delta as kernels
 from subnetscope.delta.encode import encode_chunk
-from subnetscope.kernels.varint import varint_encode
+from subnetscope.kernels import delta as kernels
+from subnetscope.kernels import native
 from subnetscope.kernels.registry import BACKENDS
+from subnetscope.kernels.varint import varint_encode
 
 MODES = list(BACKENDS)
 

@@ -21,10 +21,10 @@ from scale_helpers import (
     save_fp8,
 )
 from subnetscope import fp8
-from subnetscope.kernels import fp8 as fp8k
-from subnetscope.kernels import registry
 from subnetscope.cli import cli
 from subnetscope.dtypes import DTYPES, reference_threshold
+from subnetscope.kernels import fp8 as fp8k
+from subnetscope.kernels import registry
 
 TOLS = [1e-9, 1e-8, 1e-7, 1e-6, 1e-5]
 

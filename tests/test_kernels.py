@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oracle import exact_counts, reference_counts
+from subnetscope.dtypes import DTYPES, reference_threshold
 from subnetscope.kernels import compare as kernels
 from subnetscope.kernels import registry
-from subnetscope.dtypes import DTYPES, reference_threshold
 
 FLOAT_CODES = ["BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2"]
 TOLS = [0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-3]

@@ -16,9 +16,9 @@ from masks_helpers import SHAPES, base_state, hypergeom_exact, moved, pick, save
 from subnetscope import magnitude_bins as mb
 from subnetscope.dtypes import DTYPES
 from subnetscope.errors import MaskFormatError, MaskMismatchError
-from subnetscope.naming import Namer
 from subnetscope.kernels.popcount import popcount
 from subnetscope.kernels.registry import BACKENDS
+from subnetscope.naming import Namer
 from subnetscope.overlap import OverlapReport, overlap, overlap_deltas
 
 

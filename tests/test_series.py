@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from masks_helpers import SHAPES, base_state, moved, pick, save, to_f64
-from subnetscope.kernels import registry
-from subnetscope.kernels import series as sk
 from subnetscope.cli import main
 from subnetscope.dtypes import DTYPES
 from subnetscope.errors import InputNotFoundError, MismatchError, SubnetscopeError, UsageError
+from subnetscope.kernels import registry
+from subnetscope.kernels import series as sk
 from subnetscope.series import expand_checkpoints, series, step_of
 
 HAND = "model.layers.0.self_attn.o_proj.weight"  # the tensor whose history is written out by hand

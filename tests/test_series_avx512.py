@@ -15,9 +15,9 @@ import zlib
 import numpy as np
 import pytest
 
+from subnetscope.dtypes import DTYPES
 from subnetscope.kernels import native
 from subnetscope.kernels import series as sk
-from subnetscope.dtypes import DTYPES
 
 BF16 = DTYPES["BF16"]
 pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="C extension not built")

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from anatomy_helpers import adam_like_pair, bf16_bits
 from factory import save_checkpoint
 from subnetscope.anatomy import ulp
-from subnetscope.kernels.registry import backends_for
 from subnetscope.cli import cli
 from subnetscope.comparison import compare
 from subnetscope.dtypes import DTYPES, decode, decode_table, round_to_dtype
 from subnetscope.errors import SubnetscopeError
 from subnetscope.io.safetensors_header import TensorInfo
+from subnetscope.kernels.registry import backends_for
 from subnetscope.plan import Pair
 
 BF16 = DTYPES["BF16"]

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .kernels.compare import count_chunk
 from .dtypes import DType, decode, reference_threshold
 from .io.reader import DEFAULT_CHUNK_ELEMENTS, ChunkReader, FileHandles
+from .kernels.compare import count_chunk
 from .plan import Pair, Plan
 from .progress import progress_bar
 from .stats import Counts, TensorStats

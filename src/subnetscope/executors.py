@@ -410,9 +410,7 @@ def warm_kernels(pairs: Iterable[Pair], topts: TaskOptions) -> None:
             z = np.zeros(8, dtype=dt.bits_dtype)
             out = np.zeros(len(th.sorted) + 3, dtype=np.int64)
             mask = np.zeros(1 if topts.want_mask else 0, dtype=np.uint8)
-            count_chunk(
-                z, z, dt, th.for_dtype(dt), topts.semantics == "reference", out, mask, th.mask_k
-            )
+            count_chunk(z, z, dt, th.for_dtype(dt), topts.semantics == "reference", out, mask, th.mask_k)
 
 
 def _start_method() -> str:

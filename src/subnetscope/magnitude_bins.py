@@ -87,7 +87,12 @@ def local_bins(bits: np.ndarray, dtype: DType) -> np.ndarray:
 
 
 def count_local(
-    bits: np.ndarray, dtype: DType, p1: np.ndarray, p2: np.ndarray, hist: np.ndarray, backend: str | None = None
+    bits: np.ndarray,
+    dtype: DType,
+    p1: np.ndarray,
+    p2: np.ndarray,
+    hist: np.ndarray,
+    backend: str | None = None,
 ) -> None:
     """Add the bins of ``bits`` (raw bits of a float dtype) to the *local* histogram ``hist``.
 

@@ -35,9 +35,9 @@ from .errors import MaskFormatError, MaskMismatchError, MismatchError, UsageErro
 from .io.checkpoint import Checkpoint
 from .io.reader import ChunkReader, FileHandles
 from .io.safetensors_header import TensorInfo, read_header
+from .kernels.popcount import clear_tail, popcount
 from .maskfile import MaskFile
 from .naming import KINDS, Namer
-from .kernels.popcount import clear_tail, popcount
 from .progress import progress_bar
 from .report.schema import SCHEMA_VERSION, Finding
 

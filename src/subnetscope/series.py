@@ -39,9 +39,6 @@ from .errors import MismatchError, UsageError
 from .io.checkpoint import INDEX_NAME, Checkpoint
 from .io.reader import ChunkReader, FileHandles
 from .io.safetensors_header import TensorInfo
-from .naming import KINDS
-from .progress import progress_bar
-from .report.schema import SCHEMA_VERSION, Finding
 from .kernels.series import (
     CHG_INIT,
     CHG_PREV,
@@ -57,6 +54,9 @@ from .kernels.series import (
     series_chunk,
     series_chunk_np,
 )
+from .naming import KINDS
+from .progress import progress_bar
+from .report.schema import SCHEMA_VERSION, Finding
 
 REPORT_KIND = "subnetscope.series"
 

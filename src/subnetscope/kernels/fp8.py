@@ -20,7 +20,6 @@ from .registry import pick_backend
 from .thresholds import count_by_fours
 
 
-
 def _bf16_round(f: np.ndarray) -> np.ndarray:
     """float32 → bf16 bits (round to nearest even; NaN stays NaN), as uint32."""
     u = f.view(np.uint32).astype(np.uint64)
