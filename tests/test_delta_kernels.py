@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from subnetscope.delta.encode import encode_chunk
 from subnetscope.kernels import delta as kernels
-from subnetscope.kernels import native
+from subnetscope.kernels import env, native
 from subnetscope.kernels.registry import BACKENDS
 from subnetscope.kernels.varint import varint_encode
 
@@ -83,7 +83,7 @@ def test_diff_pack_with_and_without_avx512(n, width, density, seed):
                     assert native.scatter_bitmap(out, stray, values[:k].copy()) == k
                     assert np.array_equal(out, b)
     finally:
-        native.set_avx512(True)
+        native.set_avx512(not env.NO_AVX512)  # as at import
 
 
 @pytest.mark.parametrize("backend", MODES)
@@ -150,5 +150,5 @@ def test_scatter_reads_no_value_past_the_last(on, width):
         assert native.scatter_bitmap(out, bitmap, vals) == int((a != b).sum())
         assert np.array_equal(out, b)
     finally:
-        native.set_avx512(True)
+        native.set_avx512(not env.NO_AVX512)  # as at import
     del vals, keep

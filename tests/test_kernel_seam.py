@@ -34,7 +34,7 @@ def _child(code: str, **env: str) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
-# -- one registry ------------------------------------------------------------------------------------------
+# -- one registry --------------------------------------------------------------------------------------------
 
 
 def test_numpy_is_always_a_backend_and_the_last():
@@ -77,9 +77,9 @@ def test_a_backend_a_kernel_lacks_is_refused_by_name():
     from subnetscope import magnitude_bins as mb
 
     dt = DTYPES["BF16"]
+    p = np.zeros(1, np.uint8)
     with pytest.raises(ValueError, match=r"^the magnitude kernel has no 'native' backend"):
-        mb.count_local(np.zeros(8, np.uint16), dt, np.zeros(1, np.uint8), np.zeros(1, np.uint8), mb.local_hist(dt),
-                       backend="native")  # fmt: skip
+        mb.count_local(np.zeros(8, np.uint16), dt, p, p, mb.local_hist(dt), backend="native")
 
 
 def test_an_unknown_kernel_family_is_a_key_error():
@@ -127,7 +127,7 @@ def test_no_avx512_is_read_when_the_extension_loads():
     assert _child(code, SUBNETSCOPE_NO_AVX512="1") == "True 0"
 
 
-# -- numba, through one lazy helper ---------------------------------------------------------------------------
+# -- numba, through one lazy helper --------------------------------------------------------------------------
 
 
 def test_numba_is_imported_only_by_kernels_jit():
@@ -173,7 +173,7 @@ def test_a_lazy_jit_compiles_once_and_binds_its_helpers():
     assert _helper_j is not None
 
 
-# -- any number of tolerances, four at a time ------------------------------------------------------------------
+# -- any number of tolerances, four at a time ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("k", [1, 3, 4, 5, 8, 9])
@@ -198,7 +198,7 @@ def test_count_by_fours_with_no_threshold_calls_nothing():
     assert out.tolist() == [0, 0, 0]
 
 
-# -- the commands that run on the C kernels never import numba -------------------------------------------------
+# -- the commands that run on the C kernels never import numba -----------------------------------------------
 
 
 @pytest.mark.skipif(not native.AVAILABLE, reason="C extension not built")
@@ -214,7 +214,27 @@ def test_compare_mask_series_and_delta_do_not_import_numba(llama_pair, tmp_path)
     code = (
         "import sys\nfrom subnetscope.cli import main\n"
         f"for argv in {runs!r}:\n"
-        "    try:\n        main(argv)\n    except SystemExit as e:\n        assert not e.code, (argv, e.code)\n"
+        "    try:\n        main(argv)\n"
+        "    except SystemExit as e:\n        assert not e.code, (argv, e.code)\n"
         "print('numba' in sys.modules, 'subnetscope.kernels.native' in sys.modules)"
     )
     assert _child(code) == "False True"
+
+
+# -- the extension: where it lives, which sources built it ---------------------------------------------------
+
+
+def test_the_abi_guard_matches_the_c_header():
+    header = (SRC / "kernels" / "csrc" / "native.h").read_text(encoding="utf-8")
+    assert f"#define SS_ABI_VERSION {native.ABI_VERSION}\n" in header
+
+
+@pytest.mark.skipif(not native.AVAILABLE, reason="C extension not built")
+def test_the_extension_is_loaded_from_the_kernels_package():
+    import importlib
+
+    mod = importlib.import_module("subnetscope.kernels._native")
+    assert Path(mod.__file__).parent == SRC / "kernels"
+    assert native._LIB.ss_abi_version() == native.ABI_VERSION
+    with pytest.raises(ImportError):
+        importlib.import_module("subnetscope._native")  # the old place: a stale build there is never used

@@ -4,8 +4,9 @@ numpy's boolean gather and scatter cost ~4 ns per element; these loops cost ~1 n
 branch-free compaction) or only touch the changed elements (a loop over the set bits of the bitmap when
 changes are rare). They run in C (``csrc/delta.c``) when the extension is built, else in numba, else in
 numpy (the backends of :data:`~.registry.BACKENDS`); the compiled ones release the GIL, so worker
-threads run in parallel. All three are tested against each other and against a brute-force oracle. The scatter loops validate their input (positions in range, value counts, varint lengths), so a
-damaged delta is an error, never an out-of-bounds write.
+threads run in parallel. All three are tested against each other and against a brute-force oracle. The
+scatter loops validate their input (positions in range, value counts, varint lengths), so a damaged delta
+is an error, never an out-of-bounds write.
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
-"""The optional C kernels, loaded with ctypes: compare's count and mask, the series chunk (``csrc/native.c``),
-FP8 dequantized counts (``csrc/fp8.c``) and the delta loops (``csrc/delta.c``); the one boundary between
-Python and C.
+"""The optional C kernels, loaded with ctypes: compare's count and mask (``csrc/compare.c``), the series
+chunk (``csrc/series.c``), FP8 dequantized counts (``csrc/fp8.c``) and the delta loops (``csrc/delta.c``);
+the one boundary between Python and C.
 
 They compute what the numba kernels of :mod:`.compare`, :mod:`.series`, :mod:`.fp8` and :mod:`.delta`
-compute, bit for bit (tests check every
-backend against the brute-force oracle). The wrappers check sizes, widths, contiguity and writability
-before handing pointers to C, so a wrong call raises instead of reading or writing out of bounds. What they add is
-start-up: this library loads in milliseconds where numba costs about 0.5 s per process (its import plus
-loading a cached kernel), which is as long as reading a 1B-parameter pair. They are also a little faster:
-differences are taken in float32 where that decides the comparison exactly, and in float64 otherwise
-(see the comment in ``csrc/native.c``).
+compute, bit for bit (tests check every backend against the brute-force oracle). The wrappers check sizes,
+widths, contiguity and writability before handing pointers to C, so a wrong call raises instead of reading
+or writing out of bounds. What they add is start-up: this library loads in milliseconds where numba costs
+about 0.5 s per process (its import plus loading a cached kernel), which is as long as reading a
+1B-parameter pair. They are also a little faster: differences are taken in float32 where that decides the
+comparison exactly, and in float64 otherwise (see the comment in ``csrc/decode.h``).
 
 ``AVAILABLE`` is false when the extension ``subnetscope.kernels._native`` was not built (no C compiler at
 install time), was built from other sources (:data:`ABI_VERSION`) or when ``SUBNETSCOPE_NO_NATIVE=1``;
@@ -36,7 +35,7 @@ _F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
 #: must equal ``ss_abi_version()`` of the compiled library (``SS_ABI_VERSION`` in ``csrc/native.h``)
 ABI_VERSION = 8
 
-#: decode code of a dtype in the C kernels (see ``csrc/native.c``)
+#: decode code of a dtype in the C kernels (see ``csrc/module.c``)
 _CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 5, "F8_E5M2": 6, "F32": 3, "F64": 4}
 _TABLE_CODES = ("F16", "F8_E4M3", "F8_E5M2")
 
@@ -262,7 +261,8 @@ def fp8_dequant(
 ) -> None:  # fmt: skip
     """FP8 codes ``a``/``b`` (elements ``[start, start + n)`` of a ``[rows, cols]`` weight) compared by
     dequantized value with the flattened float64 scale grids ``sa``/``sb`` of ``block``-sized blocks (the
-    C version of :func:`subnetscope.kernels.fp8.count_dequant`): adds the four threshold counts, identical, non-finite base and target."""
+    C version of :func:`subnetscope.kernels.fp8.count_dequant`): adds the four threshold counts, identical,
+    non-finite base and target."""
     lib = _LIB
     assert lib is not None
     lut32 = decode_table32(code)

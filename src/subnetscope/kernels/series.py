@@ -11,7 +11,8 @@ checkpoint updates it and returns that step's eight counts. The difference has t
 :mod:`.compare` (bf16 decoded by a shift, fp16/fp8 by table, fp32/fp64 viewed; exact or reference
 semantics), so "changed" means exactly what it means in ``compare``; the loop is specialised per decode kind
 and semantics by inlining it at constant arguments. The numpy version decodes everything and serves as the
-oracle, the fallback without a compiled backend, and the path for tensors whose dtype differs between checkpoints.
+oracle, the fallback without a compiled backend, and the path for tensors whose dtype differs between
+checkpoints.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
  * The extension subnetscope.kernels._native: the C versions of the hot loops of subnetscope.kernels
  * (compare.c, series.c, fp8.c, delta.c and the AVX-512 variants in avx512.c). They compute exactly what the
  * numba and numpy kernels compute, and are called through ctypes from kernels/native.py (ctypes releases
- * the GIL, so the engine's threads run them in parallel). Compiled as an optional extension: without a C compiler subnetscope falls back to numba.
+ * the GIL, so the engine's threads run them in parallel). Compiled as an optional extension: without a C
+ * compiler subnetscope falls back to numba.
  *
  * Why C as well as numba: a fresh process pays about 0.5 s to import numba and load a cached kernel,
  * which is as long as reading a 1B-parameter pair from the page cache; this library loads in a few
