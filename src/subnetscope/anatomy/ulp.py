@@ -37,6 +37,7 @@ from ..dtypes import DType, decode, decode_table
 from ..errors import SubnetscopeError
 from ..kernels.ulp import (
     ULP_BIN_LABELS,
+    add_delta_bins,
     edge_index,
     nonfinite_mask,
     ulp_bin,
@@ -190,18 +191,6 @@ class ULPHistograms:
         self._edge_index: tuple[np.ndarray, np.ndarray, int, int] | None = None
 
     # -- per chunk (worker threads) -----------------------------------------------------------------------
-    def _delta_counts(self, d: np.ndarray, zero_extra: int) -> np.ndarray:
-        ne = self.edges.size
-        out = np.zeros(ne + 3, dtype=np.int64)
-        fin = np.isfinite(d)
-        out[-1] = int(d.size - np.count_nonzero(fin))
-        df = d[fin]
-        pos = df[df > 0]
-        out[0] = zero_extra + (df.size - pos.size)
-        if pos.size:
-            out[1 : ne + 2] = np.bincount(np.searchsorted(self.edges, pos, side="left"), minlength=ne + 1)
-        return out
-
     def chunk(
         self, pair: Pair, start: int, base_bits: np.ndarray, target_bits: np.ndarray
     ) -> _Partial | None:
@@ -214,7 +203,9 @@ class ULPHistograms:
             with np.errstate(invalid="ignore"):
                 same = (av == bv) | (np.isnan(av) & np.isnan(bv))
                 d = np.abs(bv[~same] - av[~same])
-            return _Partial(None, self._delta_counts(d, int(np.count_nonzero(same))))
+            delta = np.zeros(self.edges.size + 3, dtype=np.int64)
+            add_delta_bins(d, self.edges, int(np.count_nonzero(same)), delta)
+            return _Partial(None, delta)
         return self._same_dtype_chunk(bd, base_bits, target_bits)
 
     def _same_dtype_chunk(self, bd: DType, a: np.ndarray, b: np.ndarray) -> _Partial:

@@ -170,6 +170,19 @@ def edge_index(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
     return e, start, cmin, cmax
 
 
+def add_delta_bins(d: np.ndarray, edges: np.ndarray, zero_extra: int, delta_out: np.ndarray) -> None:
+    """Add the differences ``d`` (float64) to the |Δ| bins ``delta_out`` (``len(edges) + 3``: zero, one bin
+    per edge ``(e_prev, e]``, above the last edge, non-finite), and ``zero_extra`` more zeros."""
+    ne = edges.size
+    finite = np.isfinite(d)
+    delta_out[-1] += int(d.size - np.count_nonzero(finite))
+    df = d[finite]
+    pos = df[df > 0]
+    delta_out[0] += zero_extra + (df.size - pos.size)
+    if pos.size:
+        delta_out[1 : ne + 2] += np.bincount(np.searchsorted(edges, pos, side="left"), minlength=ne + 1)
+
+
 def ulp_hist_np(
     a: np.ndarray,
     b: np.ndarray,
@@ -191,14 +204,7 @@ def ulp_hist_np(
     ulp_out[7] += int(np.count_nonzero(nf))
     with np.errstate(invalid="ignore"):
         d = np.abs(decode(bc, dtype) - decode(ac, dtype))
-    ne = edges.size
-    finite = np.isfinite(d)
-    delta_out[-1] += int(d.size - np.count_nonzero(finite))
-    df = d[finite]
-    pos = df[df > 0]
-    delta_out[0] += n_same + (df.size - pos.size)
-    if pos.size:
-        delta_out[1 : ne + 2] += np.bincount(np.searchsorted(edges, pos, side="left"), minlength=ne + 1)
+    add_delta_bins(d, edges, n_same, delta_out)
     if mag_all is not None and mag_changed is not None:
         m = a.dtype.type(mag_all.size - 1)
         mag_all += np.bincount(a & m, minlength=mag_all.size)
