@@ -3,12 +3,14 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# the C sources of the optional extension subnetscope.kernels._native
+CSRC := $(wildcard src/subnetscope/kernels/csrc/*.c src/subnetscope/kernels/csrc/*.h)
 # CPU build of torch for development and CI; the package itself only asks for a range.
 TORCH_PIN ?= torch==2.13.0
 
 .PHONY: setup demo test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml setup.py src/subnetscope/_native.c src/subnetscope/_native_delta.c src/subnetscope/_native_avx512.c src/subnetscope/_native.h
+$(STAMP): pyproject.toml setup.py $(CSRC)
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"

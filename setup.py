@@ -1,12 +1,16 @@
 """Build hook for the optional C kernels (everything else is declared in pyproject.toml).
 
-``subnetscope._native`` is compiled when a C compiler is available; when it is not, the build goes on
-without it and subnetscope runs its numba kernels instead (``optional=True``).
+``subnetscope.kernels._native`` is compiled from ``src/subnetscope/kernels/csrc/`` when a C compiler is
+available; when it is not, the build goes on without it and subnetscope runs its numba kernels instead
+(``optional=True``).
 """
 
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
+
+CSRC = Path("src/subnetscope/kernels/csrc")
 
 if sys.platform == "win32":
     FLAGS = ["/O2", "/fp:precise"]
@@ -18,13 +22,9 @@ else:
 setup(
     ext_modules=[
         Extension(
-            "subnetscope._native",
-            sources=[
-                "src/subnetscope/_native.c",
-                "src/subnetscope/_native_delta.c",
-                "src/subnetscope/_native_avx512.c",
-            ],
-            depends=["src/subnetscope/_native.h"],
+            "subnetscope.kernels._native",
+            sources=[str(p) for p in sorted(CSRC.glob("*.c"))],
+            depends=[str(p) for p in sorted(CSRC.glob("*.h"))],
             extra_compile_args=FLAGS,
             optional=True,
         )

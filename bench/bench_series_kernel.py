@@ -1,7 +1,7 @@
 """Microbenchmark: the bf16 series kernel with and without its float32 tie test, interleaved in one process.
 
 Five rows of 64 Ki bf16 values (INIT and 4 checkpoints, 8 % of the elements moved one bf16 step per
-checkpoint) stay in cache; ``native.series_chunk`` runs on them with ``bf16_ties_possible`` forced True (the
+checkpoint) stay in cache; ``kernels.native.series_chunk`` runs on them with ``bf16_ties_possible`` forced True (the
 tie test on) and as it is (1e-5 is never a gap between two bf16 values: the test is skipped). Prints the
 median ns per element of the 4-step series for each, and their ratio.
 
@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-import subnetscope.native as native
 from subnetscope.dtypes import get_dtype
+from subnetscope.kernels import native
 
 
 def main() -> None:

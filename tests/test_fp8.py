@@ -20,9 +20,11 @@ from scale_helpers import (
     random_fp8,
     save_fp8,
 )
-from subnetscope import fp8, kernels
+from subnetscope import fp8
 from subnetscope.cli import cli
 from subnetscope.dtypes import DTYPES, reference_threshold
+from subnetscope.kernels import fp8 as fp8k
+from subnetscope.kernels import registry
 
 TOLS = [1e-9, 1e-8, 1e-7, 1e-6, 1e-5]
 
@@ -101,7 +103,7 @@ def test_reference_semantics_match_bf16_conversion(fp8_dirs):
         assert t.extra["fp8_dequant"]["identical"] == int((a == b).sum())
 
 
-@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("backend", registry.BACKENDS)
 def test_kernel_chunks_at_any_offset(backend):
     g = torch.Generator().manual_seed(7)
     shape, block = (37, 29), (8, 5)
@@ -120,14 +122,14 @@ def test_kernel_chunks_at_any_offset(backend):
     for step in (1, 7, 29, 100, a.size):
         out = np.zeros(len(TOLS) + 3, dtype=np.int64)
         for s in range(0, a.size, step):
-            fp8.count_dequant(a[s : s + step], b[s : s + step], "F8_E4M3", fa, fb, s, shape[1], block,
+            fp8k.count_dequant(a[s : s + step], b[s : s + step], "F8_E4M3", fa, fb, s, shape[1], block,
                               np.array(TOLS), False, out, backend=backend)  # fmt: skip
         assert list(out[: len(TOLS)]) == want["unchanged"], step
         assert out[len(TOLS)] == want["identical"]
     # reference semantics: every backend agrees with torch's bf16 conversion
     thr = np.array([reference_threshold(t, DTYPES["BF16"]) for t in TOLS])
     out = np.zeros(len(TOLS) + 3, dtype=np.int64)
-    fp8.count_dequant(a, b, "F8_E4M3", fa, fb, 0, shape[1], block, thr, True, out, backend=backend)
+    fp8k.count_dequant(a, b, "F8_E4M3", fa, fb, 0, shape[1], block, thr, True, out, backend=backend)
     ra, rb = bits(dequant_bf16(wa, sa, block)), bits(dequant_bf16(wb, sb, block))
     assert list(out[: len(TOLS)]) == reference_counts(ra, rb, "BF16", TOLS)
 
@@ -148,9 +150,9 @@ def test_dequantized_every_pair_of_codes(code):
             else np.array([reference_threshold(t, DTYPES["BF16"]) for t in (0.0, 1e-6, 1e-3, 1.0)])
         )
         outs = []
-        for backend in kernels.BACKENDS:
+        for backend in registry.BACKENDS:
             out = np.zeros(7, dtype=np.int64)
-            fp8.count_dequant(a, b, code, sa, sb, 0, 128, (128, 64), thr, ref, out, backend=backend)
+            fp8k.count_dequant(a, b, code, sa, sb, 0, 128, (128, 64), thr, ref, out, backend=backend)
             outs.append(out)
         for got in outs[:-1]:
             assert np.array_equal(got, outs[-1]), (ref, got, outs[-1])

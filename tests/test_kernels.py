@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oracle import exact_counts, reference_counts
-from subnetscope import kernels
 from subnetscope.dtypes import DTYPES, reference_threshold
+from subnetscope.kernels import compare as kernels
+from subnetscope.kernels import registry
 
 FLOAT_CODES = ["BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2"]
 TOLS = [0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-3]
-PATHS = list(kernels.BACKENDS)
+PATHS = list(registry.BACKENDS)
 
 
 def run(a, b, code, tols, semantics="exact", mask_tol_index=0, backend=None):
@@ -183,14 +184,14 @@ def test_c_kernels_are_built_where_a_compiler_is():
     them untested."""
     import shutil
 
-    from subnetscope import native
+    from subnetscope.kernels import native
 
     if os.environ.get("SUBNETSCOPE_NO_NATIVE", "").strip() not in ("", "0"):
         pytest.skip("SUBNETSCOPE_NO_NATIVE is set")
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here: the numba kernels run")
     assert native.AVAILABLE, "the C kernels were not built: rerun `pip install -e .` and read its output"
-    assert kernels.BACKENDS[0] == "native"
+    assert registry.BACKENDS[0] == "native"
 
 
 def test_an_unavailable_backend_is_refused_by_name():

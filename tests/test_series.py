@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from masks_helpers import SHAPES, base_state, moved, pick, save, to_f64
-from subnetscope import kernels
-from subnetscope import series_kernels as sk
 from subnetscope.cli import main
 from subnetscope.dtypes import DTYPES
 from subnetscope.errors import InputNotFoundError, MismatchError, SubnetscopeError, UsageError
+from subnetscope.kernels import registry
+from subnetscope.kernels import series as sk
 from subnetscope.series import expand_checkpoints, series, step_of
 
 HAND = "model.layers.0.self_attn.o_proj.weight"  # the tensor whose history is written out by hand
@@ -284,12 +284,12 @@ def test_fused_kernel_equals_numpy(code, semantics, extra_final):
         rows.append(r)
     fin = k + 1 if extra_final else k
     outs = []
-    for backend in kernels.BACKENDS:
+    for backend in registry.BACKENDS:
         out = np.zeros((k, sk.NSTEP), np.int64)
         split = np.zeros(sk.NSPLIT, np.int64)
         sk.series_chunk(np.stack(rows), dt, 1e-5, semantics, k, fin, out, split, backend=backend)
         outs.append((out, split))
-    assert kernels.BACKENDS[-1] == "numpy"  # the reference is always among them
+    assert registry.BACKENDS[-1] == "numpy"  # the reference is always among them
     for got in outs[:-1]:
         assert np.array_equal(got[0], outs[-1][0]) and np.array_equal(got[1], outs[-1][1])
     assert outs[0][1][:3].sum() == n and outs[0][1][3:].sum() == n
@@ -379,7 +379,7 @@ def test_fused_kernel_float32_ties(tol):
     rows[2][where] = np.where(np.arange(where.size) % 2 == 0, one, tiny)
     rows[3][where] = tiny
     outs = []
-    for backend in kernels.BACKENDS:
+    for backend in registry.BACKENDS:
         out = np.zeros((k, sk.NSTEP), np.int64)
         split = np.zeros(sk.NSPLIT, np.int64)
         sk.series_chunk(np.stack(rows), dt, tol, "exact", k, k, out, split, backend=backend)

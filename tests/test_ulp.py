@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from anatomy_helpers import adam_like_pair, bf16_bits
 from factory import save_checkpoint
 from subnetscope.anatomy import ulp
-from subnetscope.anatomy.ulp_kernels import USING_NUMBA as ULP_NUMBA
 from subnetscope.cli import cli
 from subnetscope.comparison import compare
 from subnetscope.dtypes import DTYPES, decode, decode_table, round_to_dtype
 from subnetscope.errors import SubnetscopeError
 from subnetscope.io.safetensors_header import TensorInfo
+from subnetscope.kernels.registry import backends_for
 from subnetscope.plan import Pair
 
 BF16 = DTYPES["BF16"]
@@ -326,7 +326,7 @@ def test_cli_compare_ulp(adam_pair, tmp_path):
     assert "ulp" not in json.loads(res.output)
 
 
-@pytest.mark.skipif(not ULP_NUMBA, reason="numba not available")
+@pytest.mark.skipif("numba" not in backends_for("ulp"), reason="numba not available")
 @pytest.mark.parametrize("code", ["BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2"])
 def test_numba_kernel_matches_numpy(code):
     dt = DTYPES[code]
@@ -346,12 +346,12 @@ def test_numba_kernel_matches_numpy(code):
     b[rng.random(n) < 0.05] ^= dt.bits_dtype.type(1 << (8 * dt.itemsize - 1))  # sign flips
     pair = fake_pair(code, n)
     out = {}
-    for nb in (True, False):
-        h = ulp.ULPHistograms([0.0, 1e-8, 1e-5, 0.1], step_size=1e-3, use_numba=nb)
+    for be in ("numba", "numpy"):
+        h = ulp.ULPHistograms([0.0, 1e-8, 1e-5, 0.1], step_size=1e-3, backend=be)
         part = h.chunk(pair, 0, a, b)
-        out[nb] = h.finish(pair, h.merge(pair, None, part))
-    assert out[True] == out[False]
-    assert sum(out[True]["hist"]) == n
+        out[be] = h.finish(pair, h.merge(pair, None, part))
+    assert out["numba"] == out["numpy"]
+    assert sum(out["numba"]["hist"]) == n
 
 
 def test_consumer_is_picklable_for_process_executors(adam_pair):

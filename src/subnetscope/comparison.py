@@ -137,7 +137,7 @@ def compare(
         tols.append(mask_tolerance)
         report.tolerances = tols
     from . import fp8
-    from .engine.executors.base import resolve
+    from .engine.executors.factory import resolve
 
     ex = resolve(executor, jobs, ray_address)
     fp8_counter, fp8_plan = fp8.consumer_for(plan, tols, semantics)

@@ -26,7 +26,6 @@ under ``fp8.skipped`` with the reason; FP8 against bf16 (one side dequantized) i
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from collections.abc import Iterable
@@ -35,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels, native
-from .dtypes import DTYPES, decode, decode_table, decode_table32, reference_threshold
+from .dtypes import DTYPES, decode, reference_threshold
 from .io.checkpoint import Checkpoint
 from .io.reader import read_tensor_bits
+from .kernels.fp8 import count_dequant
 from .plan import Pair, Plan
 from .stats import Counts
 
@@ -182,188 +181,6 @@ def find_scaled(plan: Plan) -> Fp8Plan:
         source = src if source in ("none", src) else "mixed"
         out.append(ScaledWeight(w, s, block))
     return Fp8Plan(out, source, cfg, skipped)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# counting kernels: counters [unchanged_k..., identical, nonfinite_base, nonfinite_target] of one chunk
-
-
-def _bf16_round(f: np.ndarray) -> np.ndarray:
-    """float32 → bf16 bits (round to nearest even; NaN stays NaN), as uint32."""
-    u = f.view(np.uint32).astype(np.uint64)
-    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32)
-    nan = np.isnan(f)
-    r[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint32)
-    return r
-
-
-def count_dequant_np(
-    a: np.ndarray, b: np.ndarray, code: str, sa: np.ndarray, sb: np.ndarray, start: int,
-    cols: int, block: tuple[int, int], thr: np.ndarray, ref: bool, out: np.ndarray,
-) -> None:  # fmt: skip
-    """Numpy version of the dequantized comparison (same arithmetic as the numba kernel)."""
-    n = a.shape[0]
-    k = thr.shape[0]
-    nbc = -(-cols // block[1])
-    idx = np.arange(start, start + n, dtype=np.int64)
-    r = idx // cols
-    blk = (r // block[0]) * nbc + (idx - r * cols) // block[1]
-    lut = decode_table(code)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if ref:
-            ha = _bf16_round(lut[a].astype(np.float32) * sa.astype(np.float32)[blk])
-            hb = _bf16_round(lut[b].astype(np.float32) * sb.astype(np.float32)[blk])
-            fa = (ha << 16).view(np.float32)
-            fb = (hb << 16).view(np.float32)
-            same = ha == hb
-            d = np.abs(fb - fa).astype(np.float64)
-            nfa = (ha & 0x7F80) == 0x7F80
-            nfb = (hb & 0x7F80) == 0x7F80
-        else:
-            va = lut[a] * sa[blk]
-            vb = lut[b] * sb[blk]
-            same = (va == vb) | (np.isnan(va) & np.isnan(vb))
-            d = np.abs(vb - va)
-            nfa, nfb = ~np.isfinite(va), ~np.isfinite(vb)
-    for j in range(k):
-        out[j] += int(np.count_nonzero(same | (d <= thr[j])))
-    out[k] += int(np.count_nonzero(same))
-    out[k + 1] += int(np.count_nonzero(nfa))
-    out[k + 2] += int(np.count_nonzero(nfb))
-
-
-def _seg_exact_nb(a, b, lut, i0, i1, s_a, s_b, t0, t1, t2, t3):  # type: ignore[no-untyped-def]  # pragma: no cover
-    c0 = c1 = c2 = c3 = ident = nfa = nfb = 0
-    for i in range(i0, i1):
-        va = lut[a[i]] * s_a
-        vb = lut[b[i]] * s_b
-        same = (va == vb) | ((va != va) & (vb != vb))
-        d = abs(vb - va)
-        d = 0.0 if same else d
-        ident += same
-        nfa += (va - va) != 0.0  # NaN or Inf
-        nfb += (vb - vb) != 0.0
-        c0 += d <= t0
-        c1 += d <= t1
-        c2 += d <= t2
-        c3 += d <= t3
-    return c0, c1, c2, c3, ident, nfa, nfb
-
-
-def _bf16_nb(u):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    rne = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    nan = (u >> np.uint32(16)) | np.uint32(0x40)
-    return nan if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else rne
-
-
-def _seg_ref_nb(a, b, lut32, i0, i1, f_a, f_b, t0, t1, t2, t3):  # type: ignore[no-untyped-def]  # pragma: no cover
-    c0 = c1 = c2 = c3 = ident = nfa = nfb = 0
-    for i in range(i0, i1):
-        ha = _bf16_j(np.float32(lut32[a[i]] * f_a).view(np.uint32))
-        hb = _bf16_j(np.float32(lut32[b[i]] * f_b).view(np.uint32))
-        same = ha == hb
-        fa = np.uint32(ha << np.uint32(16)).view(np.float32)
-        fb = np.uint32(hb << np.uint32(16)).view(np.float32)
-        d = np.float64(abs(fb - fa))
-        d = 0.0 if same else d
-        ident += same
-        nfa += (ha & np.uint32(0x7F80)) == np.uint32(0x7F80)
-        nfb += (hb & np.uint32(0x7F80)) == np.uint32(0x7F80)
-        c0 += d <= t0
-        c1 += d <= t1
-        c2 += d <= t2
-        c3 += d <= t3
-    return c0, c1, c2, c3, ident, nfa, nfb
-
-
-def _dq_nb(a, b, lut, lut32, sa, sb, start, cols, b0, b1, ref, t0, t1, t2, t3):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Counters of one chunk for four thresholds: walk its rows and column blocks (one scale each)."""
-    n = a.shape[0]
-    nbc = (cols + b1 - 1) // b1
-    i = 0
-    r = start // cols
-    c = start - r * cols
-    c0 = c1 = c2 = c3 = ident = nfa = nfb = 0
-    while i < n:
-        end_c = min(cols, c + (n - i))
-        rb = (r // b0) * nbc
-        while c < end_c:
-            cb = c // b1
-            seg = min(end_c, (cb + 1) * b1)
-            j = i + seg - c
-            if ref:
-                res = _seg_ref_j(
-                    a, b, lut32, i, j, np.float32(sa[rb + cb]), np.float32(sb[rb + cb]), t0, t1, t2, t3
-                )
-            else:
-                res = _seg_exact_j(a, b, lut, i, j, sa[rb + cb], sb[rb + cb], t0, t1, t2, t3)
-            c0 += res[0]
-            c1 += res[1]
-            c2 += res[2]
-            c3 += res[3]
-            ident += res[4]
-            nfa += res[5]
-            nfb += res[6]
-            i = j
-            c = seg
-        r += 1
-        c = 0
-    return c0, c1, c2, c3, ident, nfa, nfb
-
-
-#: the jitted helpers, set by :func:`_dq_jit` before the kernel that calls them is compiled
-_bf16_j: Any = None
-_seg_exact_j: Any = None
-_seg_ref_j: Any = None
-
-
-@functools.cache
-def _dq_jit() -> Any:
-    """The jitted dequantized kernel, or None without numba (imported and compiled on first use)."""
-    if not kernels.numba_enabled():
-        return None
-    import numba
-
-    global _bf16_j, _seg_exact_j, _seg_ref_j
-    _bf16_j = numba.njit(inline="always", boundscheck=False)(_bf16_nb)
-    _seg_exact_j = numba.njit(boundscheck=False)(_seg_exact_nb)
-    _seg_ref_j = numba.njit(boundscheck=False)(_seg_ref_nb)
-    return numba.njit(nogil=True, cache=True, boundscheck=False)(_dq_nb)
-
-
-def count_dequant(
-    a: np.ndarray, b: np.ndarray, code: str, sa: np.ndarray, sb: np.ndarray, start: int,
-    cols: int, block: tuple[int, int], thr: np.ndarray, ref: bool, out: np.ndarray,
-    backend: str | None = None,
-) -> None:  # fmt: skip
-    """Add one chunk's dequantized counters to ``out`` (``len(thr) + 3`` int64).
-
-    ``a``, ``b``: FP8 codes of elements ``[start, start + len(a))`` of a ``[rows, cols]`` weight;
-    ``sa``, ``sb``: the flattened scale grids (float64); ``thr``: thresholds in the caller's order (already
-    converted with :func:`~subnetscope.dtypes.reference_threshold` for reference semantics); ``backend``:
-    one of :data:`subnetscope.kernels.BACKENDS` (default the fastest; all agree).
-    """
-    be = kernels.pick_backend(backend)
-    if be == "numpy":
-        count_dequant_np(a, b, code, sa, sb, start, cols, block, thr, ref, out)
-        return
-    lut, lut32 = decode_table(code), decode_table32(code)
-    dq = _dq_jit() if be == "numba" else None
-    k = thr.shape[0]
-    res = np.zeros(7, dtype=np.int64)
-    for g in range(0, k, 4):
-        ts = [float(thr[min(g + i, k - 1)]) for i in range(4)]
-        if dq is None:
-            res[:] = 0
-            native.fp8_dequant(a, b, code, sa, sb, start, cols, block, ref, np.array(ts), res)
-        else:
-            res[:] = dq(a, b, lut, lut32, sa, sb, start, cols, block[0], block[1], ref, *ts)
-        for i in range(min(4, k - g)):
-            out[g + i] += res[i]
-        if g == 0:
-            out[k] += res[4]
-            out[k + 1] += res[5]
-            out[k + 2] += res[6]
 
 
 # ---------------------------------------------------------------------------------------------------------

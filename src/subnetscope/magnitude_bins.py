@@ -13,11 +13,11 @@ base does not have (rows added by the target) each get a bin of their own.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 import numpy as np
 
 from .dtypes import DType
+from .kernels.magnitude import count_bins, local_bin_of
 
 #: special bins, then one bin per unbiased exponent in [EXP_MIN, EXP_MAX]
 ZERO, SUBNORMAL, NONFINITE, NONFLOAT, NEW = 0, 1, 2, 3, 4
@@ -82,76 +82,26 @@ def local_bins(bits: np.ndarray, dtype: DType) -> np.ndarray:
     b = bits.astype(np.uint64)
     e = (b >> np.uint64(mant)) & np.uint64((1 << ebits) - 1)
     m = b & np.uint64((1 << mant) - 1)
-    out: np.ndarray = np.where(e == 0, (m != 0).astype(np.int64), e.astype(np.int64) + 1)
+    out: np.ndarray = local_bin_of(e, m)
     return out
 
 
-def _count_np(
-    bits: np.ndarray, p1: np.ndarray, p2: np.ndarray, mant: int, ebits: int, hist: np.ndarray
-) -> None:
-    n = bits.shape[0]
-    size = hist.shape[1]
-    b = bits.astype(np.uint64)
-    e = (b >> np.uint64(mant)) & np.uint64((1 << ebits) - 1)
-    m = b & np.uint64((1 << mant) - 1)
-    loc = np.where(e == 0, (m != 0).astype(np.int64), e.astype(np.int64) + 1)
-    m1 = np.unpackbits(p1, count=n, bitorder="little").view(bool)
-    m2 = np.unpackbits(p2, count=n, bitorder="little").view(bool)
-    hist[N] += np.bincount(loc, minlength=size)
-    hist[C1] += np.bincount(loc[m1], minlength=size)
-    hist[C2] += np.bincount(loc[m2], minlength=size)
-    hist[BOTH] += np.bincount(loc[m1 & m2], minlength=size)
-
-
-def _count_nb(  # pragma: no cover - jitted
-    bits: np.ndarray, p1: np.ndarray, p2: np.ndarray, mant: int, ebits: int, hist: np.ndarray
-) -> None:
-    emask = (1 << ebits) - 1
-    mmask = (1 << mant) - 1
-    for i in range(bits.shape[0]):
-        x = np.int64(bits[i])
-        e = (x >> mant) & emask
-        if e == 0:
-            j = 1 if (x & mmask) != 0 else 0
-        else:
-            j = e + 1
-        sh = i & 7
-        b1 = (np.int64(p1[i >> 3]) >> sh) & 1
-        b2 = (np.int64(p2[i >> 3]) >> sh) & 1
-        hist[0, j] += 1
-        hist[1, j] += b1
-        hist[2, j] += b2
-        hist[3, j] += b1 & b2
-
-
-@cache
-def _count_jit() -> Any:
-    """The jitted counter, or None without numba (imported and compiled on first use, i.e. with --base)."""
-    from .kernels import numba_enabled
-
-    if not numba_enabled():
-        return None
-    import numba
-
-    return numba.njit(nogil=True, cache=True, boundscheck=False)(_count_nb)
-
-
 def count_local(
-    bits: np.ndarray, dtype: DType, p1: np.ndarray, p2: np.ndarray, hist: np.ndarray, use_numba: bool = True
+    bits: np.ndarray,
+    dtype: DType,
+    p1: np.ndarray,
+    p2: np.ndarray,
+    hist: np.ndarray,
+    backend: str | None = None,
 ) -> None:
     """Add the bins of ``bits`` (raw bits of a float dtype) to the *local* histogram ``hist``.
 
     ``p1`` / ``p2`` are the packed (little bit order) updated bits of the same elements, bit ``i`` for
-    element ``i``; ``hist`` has shape ``(4, len(layout(code)[2]))``.
+    element ``i``; ``hist`` has shape ``(4, len(layout(code)[2]))``. ``backend``: ``numba`` or ``numpy``
+    (default the fastest; see :func:`subnetscope.kernels.magnitude.count_bins`).
     """
     mant, ebits, _ = layout(dtype.code)
-    if bits.shape[0] == 0:
-        return
-    jit = _count_jit() if use_numba else None
-    if jit is not None:
-        jit(bits, p1, p2, mant, ebits, hist)
-    else:
-        _count_np(bits, p1, p2, mant, ebits, hist)
+    count_bins(bits, p1, p2, mant, ebits, hist, backend)
 
 
 def local_hist(dtype: DType) -> np.ndarray:

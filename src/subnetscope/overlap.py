@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .measures.overlap import DEFAULT_CHUNK_ELEMENTS, changed_packed, overlap, overlap_deltas, popcount
+from .kernels.popcount import popcount
+from .measures.overlap import DEFAULT_CHUNK_ELEMENTS, changed_packed, overlap, overlap_deltas
 from .results.overlap import (
     REPORT_KIND,
     DeltaSums,

@@ -38,9 +38,7 @@ from .engine.run import Codec, run
 from .errors import MismatchError, UsageError
 from .io.checkpoint import INDEX_NAME, Checkpoint
 from .io.safetensors_header import TensorInfo
-from .naming import KINDS
-from .report.schema import SCHEMA_VERSION, Finding
-from .series_kernels import (
+from .kernels.series import (
     CHG_INIT,
     CHG_PREV,
     EVER,
@@ -52,6 +50,8 @@ from .series_kernels import (
     OUT_FINAL,
     OUT_FINAL_STEP,
 )
+from .naming import KINDS
+from .report.schema import SCHEMA_VERSION, Finding
 
 if TYPE_CHECKING:
     from .engine.executors.base import Executor
@@ -373,7 +373,7 @@ def series(
     Tensors are aligned by name; a tensor missing from a checkpoint or of another shape than in INIT is
     left out of the whole series, with a finding.
     """
-    from .engine.executors.base import resolve
+    from .engine.executors.factory import resolve
 
     tolerance = validate.tolerance(tolerance)
     validate.semantics(semantics)

@@ -35,12 +35,36 @@ import numpy as np
 
 from ..dtypes import DType, decode, decode_table
 from ..errors import SubnetscopeError
+from ..kernels.ulp import (
+    ULP_BIN_LABELS,
+    add_delta_bins,
+    edge_index,
+    nonfinite_mask,
+    ulp_bin,
+    ulp_distance,
+    ulp_hist_chunk,
+)
 from ..plan import Pair
 
-#: labels of the ULP-distance bins
-ULP_BIN_LABELS: tuple[str, ...] = ("0", "1", "2", "3-4", "5-16", "17-256", ">256", "nonfinite")
-#: upper (inclusive) ULP distance of each finite bin but the last
-_ULP_UPPER = np.array([0, 1, 2, 4, 16, 256], dtype=np.uint64)
+__all__ = [
+    "DEFAULT_DELTA_EDGES",
+    "ULP_BIN_LABELS",
+    "MissingAnatomyError",
+    "ULPHistograms",
+    "attach",
+    "compare_ulp",
+    "delta_edges",
+    "nonfinite_mask",
+    "spacings",
+    "sparsity_at",
+    "step_lost",
+    "summarize",
+    "ulp_bin",
+    "ulp_distance",
+    "unchanged_at",
+    "unchanged_bounds",
+]
+
 #: fixed edges of the |Δ| histogram: powers of two from 2^-40 to 2^8
 DEFAULT_DELTA_EDGES: tuple[float, ...] = tuple(2.0**e for e in range(-40, 9))
 
@@ -55,43 +79,6 @@ def delta_edges(tolerances: Sequence[float] = ()) -> list[float]:
     """Edges of the |Δ| histogram: :data:`DEFAULT_DELTA_EDGES` plus every positive finite tolerance."""
     extra = [float(t) for t in tolerances if t > 0 and math.isfinite(t)]
     return sorted(set(DEFAULT_DELTA_EDGES) | set(extra))
-
-
-def _sign_mag(bits: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndarray]:
-    width = 8 * dtype.itemsize
-    u = bits.astype(np.uint64, copy=False)
-    sign = (u >> np.uint64(width - 1)).astype(bool)
-    mag = u & np.uint64((1 << (width - 1)) - 1)
-    return sign, mag
-
-
-def nonfinite_mask(bits: np.ndarray, dtype: DType) -> np.ndarray:
-    """True where the raw ``bits`` of float ``dtype`` encode NaN or Inf."""
-    if dtype.nonfinite is None:
-        return np.zeros(bits.shape, dtype=bool)
-    m, v = dtype.nonfinite
-    out: np.ndarray = (bits & bits.dtype.type(m)) == bits.dtype.type(v)
-    return out
-
-
-def ulp_distance(a_bits: np.ndarray, b_bits: np.ndarray, dtype: DType) -> np.ndarray:
-    """Number of representable values of ``dtype`` stepped from ``a`` to ``b`` (uint64).
-
-    Same sign: ``|code(a) - code(b)|``; opposite signs: ``mag(a) + mag(b)`` (``±0`` count as one value, so
-    ``-0`` to ``+0`` is 0 and ``-tiny`` to ``+tiny`` is 2). Meaningless where either side is NaN/Inf: mask
-    those with :func:`nonfinite_mask`.
-    """
-    sa, ma = _sign_mag(a_bits, dtype)
-    sb, mb = _sign_mag(b_bits, dtype)
-    same = sa == sb
-    out: np.ndarray = np.where(same, np.maximum(ma, mb) - np.minimum(ma, mb), ma + mb)
-    return out
-
-
-def ulp_bin(dist: np.ndarray) -> np.ndarray:
-    """Index into :data:`ULP_BIN_LABELS` (0..6) of finite ULP distances."""
-    out: np.ndarray = np.searchsorted(_ULP_UPPER, dist, side="left")
-    return out
 
 
 @cache
@@ -119,8 +106,7 @@ def spacings(bits: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndarray]:
     magnitude (float64; at zero both are the smallest subnormal; NaN for NaN/Inf)."""
     if dtype.itemsize <= 2:
         up_t, down_t, _ = _spacing_tables(dtype.code)
-        _, mag = _sign_mag(bits, dtype)
-        idx = mag.astype(np.intp)
+        idx = (bits & bits.dtype.type((1 << (8 * dtype.itemsize - 1)) - 1)).astype(np.intp)
         return up_t[idx], down_t[idx]
     ftype = np.float32 if dtype.itemsize == 4 else np.float64
     v = np.abs(bits.view(ftype))
@@ -192,12 +178,12 @@ class ULPHistograms:
     key = REPORT_KEY
 
     def __init__(
-        self, tolerances: Sequence[float], step_size: float | None = None, use_numba: bool | None = None
+        self, tolerances: Sequence[float], step_size: float | None = None, backend: str | None = None
     ) -> None:
         from .. import validate
-        from .ulp_kernels import USING_NUMBA
 
-        self.use_numba = USING_NUMBA if use_numba is None else (use_numba and USING_NUMBA)
+        #: the kernel backend (None: the fastest, see :func:`subnetscope.kernels.registry.pick_backend`)
+        self.backend = backend
         self.tolerances = validate.tolerances(tolerances)
         self.step_size = None if step_size is None else validate.positive_real(step_size, "step_size")
         self.edges = np.array(delta_edges(self.tolerances), dtype=np.float64)
@@ -205,18 +191,6 @@ class ULPHistograms:
         self._edge_index: tuple[np.ndarray, np.ndarray, int, int] | None = None
 
     # -- per chunk (worker threads) -----------------------------------------------------------------------
-    def _delta_counts(self, d: np.ndarray, zero_extra: int) -> np.ndarray:
-        ne = self.edges.size
-        out = np.zeros(ne + 3, dtype=np.int64)
-        fin = np.isfinite(d)
-        out[-1] = int(d.size - np.count_nonzero(fin))
-        df = d[fin]
-        pos = df[df > 0]
-        out[0] = zero_extra + (df.size - pos.size)
-        if pos.size:
-            out[1 : ne + 2] = np.bincount(np.searchsorted(self.edges, pos, side="left"), minlength=ne + 1)
-        return out
-
     def chunk(
         self, pair: Pair, start: int, base_bits: np.ndarray, target_bits: np.ndarray
     ) -> _Partial | None:
@@ -229,45 +203,12 @@ class ULPHistograms:
             with np.errstate(invalid="ignore"):
                 same = (av == bv) | (np.isnan(av) & np.isnan(bv))
                 d = np.abs(bv[~same] - av[~same])
-            return _Partial(None, self._delta_counts(d, int(np.count_nonzero(same))))
-        a, b = base_bits, target_bits
-        if self.use_numba:
-            return self._chunk_numba(bd, a, b)
-        idx = np.flatnonzero(a != b)
-        n_same = a.size - idx.size
-        ac, bc = a[idx], b[idx]
-        # ULP distance of the changed elements
-        nf = nonfinite_mask(ac, bd) | nonfinite_mask(bc, bd)
-        ulp = np.zeros(len(ULP_BIN_LABELS), dtype=np.int64)
-        fin = ~nf
-        ulp[:7] = np.bincount(ulp_bin(ulp_distance(ac[fin], bc[fin], bd)), minlength=7)
-        ulp[0] += n_same
-        ulp[7] = int(np.count_nonzero(nf))
-        # exact |Δ|
-        with np.errstate(invalid="ignore"):
-            d = np.abs(decode(bc, bd) - decode(ac, bd))
-        part = _Partial(ulp, self._delta_counts(d, n_same))
-        if bd.itemsize <= 2:
-            nmag = 1 << (8 * bd.itemsize - 1)
-            m = a.dtype.type(nmag - 1)
-            h_all = np.bincount(a & m, minlength=nmag)
-            h_changed = np.bincount(ac & m, minlength=nmag)
-            part.mag_same = h_all - h_changed
-            if self.step_size is not None:
-                part.mag_all = h_all
-        else:
-            same_bits = np.delete(a, idx) if idx.size else a
-            up, down = spacings(same_bits, bd)
-            ms = _min_spacing(up, down)
-            with np.errstate(invalid="ignore"):
-                part.below = np.array([np.count_nonzero(ms > t) for t in self._tol], dtype=np.int64)
-            if self.step_size is not None:
-                part.lost = int(np.count_nonzero(step_lost(a, bd, self.step_size)))
-        return part
+            delta = np.zeros(self.edges.size + 3, dtype=np.int64)
+            add_delta_bins(d, self.edges, int(np.count_nonzero(same)), delta)
+            return _Partial(None, delta)
+        return self._same_dtype_chunk(bd, base_bits, target_bits)
 
-    def _chunk_numba(self, bd: DType, a: np.ndarray, b: np.ndarray) -> _Partial:
-        from .ulp_kernels import edge_index, ulp_hist_chunk
-
+    def _same_dtype_chunk(self, bd: DType, a: np.ndarray, b: np.ndarray) -> _Partial:
         if self._edge_index is None:
             self._edge_index = edge_index(self.edges)
         small = bd.itemsize <= 2
@@ -276,9 +217,8 @@ class ULPHistograms:
         part = _Partial(ulp_out, np.zeros(self.edges.size + 3, dtype=np.int64))
         mag_all = np.zeros(nmag, dtype=np.int64) if small else None
         mag_changed = np.zeros(nmag, dtype=np.int64) if small else None
-        assert bd.nonfinite is not None
-        ulp_hist_chunk(a, b, 8 * bd.itemsize, bd.nonfinite, decode_table(bd.code) if small else None,
-                       self._edge_index, ulp_out, part.delta, mag_all, mag_changed)  # fmt: skip
+        ulp_hist_chunk(a, b, bd, decode_table(bd.code) if small else None, self._edge_index, ulp_out,
+                       part.delta, mag_all, mag_changed, self.backend)  # fmt: skip
         if mag_all is not None and mag_changed is not None:
             part.mag_same = mag_all - mag_changed
             if self.step_size is not None:

@@ -19,8 +19,8 @@ import numpy as np
 import zstandard
 
 from ..errors import DeltaFormatError
-from . import kernels
-from .varint import MAX_VARINT, varint_decode, varint_encode, varint_sizes
+from ..kernels import delta as dk
+from ..kernels.varint import MAX_VARINT, varint_decode, varint_encode, varint_sizes
 
 __all__ = ["MAX_VARINT", "varint_decode", "varint_encode", "varint_sizes"]
 
@@ -161,13 +161,13 @@ def encode_chunk(
     size = target.dtype.itemsize
     bitmap = _scratch("bitmap", np.dtype(np.uint8), (count + 7) // 8)
     values = _scratch("values", target.dtype, count)
-    k = kernels.diff_pack(base, target, bitmap, values, backend)
+    k = dk.diff_pack(base, target, bitmap, values, backend)
     if k == 0:
         return None
     gaps = b""
     gap_bytes = bitmap.shape[0] + 1
     if k < bitmap.shape[0]:  # every varint is at least one byte: gaps can only win below one change per byte
-        gaps = kernels.bitmap_varint(bitmap, count, k, backend)
+        gaps = dk.bitmap_varint(bitmap, count, k, backend)
         gap_bytes = len(gaps)
     pos_bytes = min(bitmap.shape[0], gap_bytes)
     if pos_bytes + k * size >= count * size:
@@ -243,9 +243,9 @@ def decode_positions(
 
 
 _KERNEL_ERRORS = {
-    kernels.ERR_VALUES: "holds more positions than values",
-    kernels.ERR_POSITION: "has a position beyond the chunk",
-    kernels.ERR_VARINT: "has a malformed position gap",
+    dk.ERR_VALUES: "holds more positions than values",
+    dk.ERR_POSITION: "has a position beyond the chunk",
+    dk.ERR_VARINT: "has a malformed position gap",
 }
 
 
@@ -264,10 +264,10 @@ def patch_chunk(
     count = int(piece.shape[0])
     if kind == "bitmap":
         raw = _unpack(codec, blob, (count + 7) // 8, True, where)
-        got = kernels.scatter_bitmap(piece, np.frombuffer(raw, dtype=np.uint8), values, backend)
+        got = dk.scatter_bitmap(piece, np.frombuffer(raw, dtype=np.uint8), values, backend)
     else:
         raw = _unpack(codec, blob, changed * MAX_VARINT, False, where)
-        got = kernels.scatter_varint(piece, np.frombuffer(raw, dtype=np.uint8), values, backend)
+        got = dk.scatter_varint(piece, np.frombuffer(raw, dtype=np.uint8), values, backend)
     if got != changed:
         what = _KERNEL_ERRORS.get(got, f"holds {got} positions, the manifest says {changed}")
         raise DeltaFormatError(f"{where}: the {kind} position blob {what} (damaged)", "re-export the delta")

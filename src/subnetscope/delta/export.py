@@ -189,7 +189,7 @@ def export_delta(
     pass runs and ``resume`` keeps finished tensors, as for :func:`subnetscope.compare`; the delta's bytes
     do not depend on either.
     """
-    from ..engine.executors.base import resolve
+    from ..engine.executors.factory import resolve
 
     validate.chunk_elements(chunk_elements, multiple_of_8=True)
     validate.jobs(jobs)

@@ -1,7 +1,7 @@
 """The compare pass on the engine: every tensor pair, in chunks, into mergeable counts (and mask bits).
 
 A plan's pairs become the job's rows (base and target); one :class:`PairCounter` runs the fused kernel
-(:mod:`subnetscope.kernels`, which releases the GIL) on each chunk, producing the per-tolerance counters
+(:mod:`subnetscope.kernels.compare`, which releases the GIL) on each chunk, producing the per-tolerance counters
 and, when a mask is written, the packed change bits, which reach the :class:`MaskSink` on the driver as
 chunks are merged. Extra per-pair computations (:class:`ChunkConsumer`: ULP histograms, FP8 dequantized
 counts, ...) ride the same pass, so ``compare --ulp --mask-out`` reads the bytes once. Any executor runs it
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .. import kernels
 from ..dtypes import DType, decode, reference_threshold
 from ..engine.executors.base import default_jobs
 from ..engine.job import Job, Row
 from ..io.reader import DEFAULT_CHUNK_ELEMENTS
+from ..kernels.compare import count_chunk
 from ..plan import Pair, Plan
 from ..stats import Counts, TensorStats
 
@@ -115,7 +115,7 @@ def count_pair_chunk(
     ref = th.semantics == "reference"
     if pair.same_dtype and bd.is_float:
         thr = th.for_dtype(bd)
-        kernels.count_chunk(a, b, bd, thr, ref, out, mask, th.mask_k)
+        count_chunk(a, b, bd, thr, ref, out, mask, th.mask_k)
     elif pair.same_dtype:
         same = a == b
         ident = int(np.count_nonzero(same))

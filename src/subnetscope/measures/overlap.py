@@ -28,6 +28,7 @@ from ..errors import MaskFormatError, MaskMismatchError, MismatchError
 from ..fingerprint import of_checkpoint
 from ..io.checkpoint import Checkpoint
 from ..io.safetensors_header import TensorInfo, read_header
+from ..kernels.popcount import clear_tail, popcount
 from ..maskfile import MaskFile
 from ..naming import Namer
 from ..report.schema import Finding
@@ -41,29 +42,6 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 20
 
 MaskLike = str | os.PathLike[str] | MaskFile
 CheckpointLike = str | os.PathLike[str] | Checkpoint
-
-# ---------------------------------------------------------------------------------------------------------
-# popcount
-
-_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def popcount(packed: np.ndarray) -> int:
-    """Number of set bits in a uint8 array."""
-    if packed.size == 0:
-        return 0
-    if hasattr(np, "bitwise_count"):
-        return int(np.bitwise_count(packed).sum(dtype=np.int64))
-    return int(_POP8[packed].sum(dtype=np.int64))  # pragma: no cover - numpy < 2
-
-
-def _clear_tail(packed: np.ndarray, nbits: int) -> np.ndarray:
-    """``packed`` with the bits past ``nbits`` cleared (a copy only when needed)."""
-    rem = nbits & 7
-    if rem and packed.size:
-        packed = packed.copy()
-        packed[-1] &= np.uint8((1 << rem) - 1)
-    return packed
 
 
 def _open_mask(m: MaskLike) -> MaskFile:
@@ -110,7 +88,7 @@ _CODEC = Codec(lambda res: res[0].to_state(), lambda obj: [OverlapCounts.from_st
 def _run(rows: list[Row], consumer: Any, chunk: int, progress: bool, executor: str | Executor | None,
          jobs: int | None, ray_address: str | None, resume: str | os.PathLike[str] | None,
          identity: dict[str, Any]) -> list[OverlapCounts]:  # fmt: skip
-    from ..engine.executors.base import resolve
+    from ..engine.executors.factory import resolve
 
     ex = resolve(executor, jobs, ray_address)
     job = Job(rows, [consumer], chunk, "overlap", progress)
@@ -147,7 +125,7 @@ class MaskOverlap:
                     f"{self.paths[k]}: truncated inside tensor {row.name!r}", "regenerate the mask"
                 )
             hashes[k].update(raw)
-            packed.append(_clear_tail(raw, count))
+            packed.append(clear_tail(raw, count))
         p1, p2 = packed
         c = OverlapCounts(numel=count, changed1=popcount(p1), changed2=popcount(p2),
                           intersection=popcount(p1 & p2))  # fmt: skip
@@ -286,14 +264,14 @@ def _bin_chunk(
 
 def changed_packed(a: np.ndarray, b: np.ndarray, ad: DType, bd: DType, tol: float) -> tuple[np.ndarray, int]:
     """Packed bits (little order) of ``|b - a| > tol`` (exact semantics, as ``compare``) and their count."""
-    from .. import kernels
+    from ..kernels.compare import count_chunk
 
     n = a.shape[0]
     if ad == bd and ad.is_float:
         thr = np.array([float(tol)], dtype=np.float64)
         out = np.zeros(4, dtype=np.int64)
         packed = np.empty((n + 7) // 8, dtype=np.uint8)
-        kernels.count_chunk(a, b, ad, thr, False, out, packed)
+        count_chunk(a, b, ad, thr, False, out, packed)
         return packed, n - int(out[0])
     if ad == bd:
         ch = a != b

@@ -1,7 +1,7 @@
 """The series pass on the engine: INIT, K checkpoints (and the final one) read together, chunk by chunk.
 
 Each row is one tensor across all of them; :class:`SeriesCounter` runs the fused series kernel
-(:mod:`subnetscope.series_kernels`) on every chunk and returns the per-checkpoint counters ``(K, NSTEP)``
+(:mod:`subnetscope.kernels.series`) on every chunk and returns the per-checkpoint counters ``(K, NSTEP)``
 and the never / cancelled / final split ``(NSPLIT,)``, which add up over chunks. See
 :mod:`subnetscope.series` for what the counters mean.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.job import Row
-from ..series_kernels import NSPLIT, NSTEP, scratch, series_chunk, series_chunk_np
+from ..kernels.series import NSPLIT, NSTEP, scratch, series_chunk, series_chunk_np
 
 #: elements per chunk (per checkpoint): 2 Mi maps and unmaps a fifth less often than 1 Mi (0.62 against
 #: 0.76-0.81 ns per element of a 5-checkpoint bf16 series here) and costs the kernel nothing

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .auto import AutoExecutor
-from .base import AUTO_PROCESS_BYTES, EXECUTORS, Executor, ExecutorError, default_jobs, make_executor, resolve
+from .base import AUTO_PROCESS_BYTES, EXECUTORS, Executor, ExecutorError, default_jobs
+from .factory import make_executor, resolve
 from .local import SerialExecutor, ThreadExecutor, run_local
 from .processes import ProcessExecutor
 from .ray import RayExecutor, check_reachable, import_ray

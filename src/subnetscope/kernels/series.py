@@ -1,29 +1,32 @@
-"""The fused per-chunk kernel of :mod:`subnetscope.series` (C or numba, with a numpy reference).
+"""The fused per-chunk kernel of :mod:`subnetscope.series` (C, numba or numpy; numpy is the reference).
 
 One call handles one chunk of one tensor across INIT (row 0), the checkpoints (rows 1..K) and the final
 checkpoint (row ``fin``, one of them or an extra row): it adds the per-step counters (``out``, shape
 ``(K, NSTEP)``) and the split counters (``split``, shape ``(NSPLIT,)``). Only counts leave the chunk.
 
-The compiled versions (C in :mod:`subnetscope.native`, or numba) keep one ``uint16`` word of state per
+The compiled versions (C in :mod:`.native`, or numba) keep one ``uint16`` word of state per
 element (bits: in the final subnetwork, bits differ in the final checkpoint, and the two running unions);
 one branch-free, vectorised pass per
 checkpoint updates it and returns that step's eight counts. The difference has the arithmetic of
-:mod:`subnetscope.kernels` (bf16 decoded by a shift, fp16/fp8 by table, fp32/fp64 viewed; exact or reference
+:mod:`.compare` (bf16 decoded by a shift, fp16/fp8 by table, fp32/fp64 viewed; exact or reference
 semantics), so "changed" means exactly what it means in ``compare``; the loop is specialised per decode kind
 and semantics by inlining it at constant arguments. The numpy version decodes everything and serves as the
-oracle, the fallback without a compiled backend, and the path for tensors whose dtype differs between checkpoints.
+oracle, the fallback without a compiled backend, and the path for tensors whose dtype differs between
+checkpoints.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from . import kernels, native
-from .dtypes import DType, decode, reference_threshold
+from ..dtypes import DType, decode, reference_threshold
+from . import native
+from .compare import decode_nb, decode_operands
+from .jit import LazyJit
+from .registry import pick_backend
 
 #: per-step counters
 CHG_INIT, IDENT_INIT, CHG_PREV, IDENT_PREV, OUT_FINAL, OUT_FINAL_STEP, EVER, EVER_BITS = range(8)
@@ -113,21 +116,14 @@ def _split_nb(st: Any) -> Any:  # pragma: no cover - jitted
     return f, fb, e, eb
 
 
-#: set by :func:`numba_jit` before the kernels that call them are compiled
-_dec: Any = kernels.decode_nb
-_loop: Any = _loop_nb
+#: the jitted helpers, bound by :data:`_jit` before the kernels that call them are compiled
+_dec: Any = None
+_loop: Any = None
 
-
-@functools.cache
-def numba_jit() -> Any:
-    """The jitted step and split kernels (numba imported and compiled on first use)."""
-    import numba
-
-    global _dec, _loop
-    _dec = kernels.numba_jit().decode  # the same jitted decoder as compare's kernel
-    _loop = numba.njit(inline="always", boundscheck=False)(_loop_nb)
-    kernel = numba.njit(nogil=True, cache=True, boundscheck=False)
-    return kernel(_step_nb), kernel(_split_nb)
+#: the numba step and split kernels (compiled on first use)
+_jit = LazyJit(
+    globals(), kernels={"step": _step_nb, "split": _split_nb}, inline={"_dec": decode_nb, "_loop": _loop_nb}
+)
 
 
 def _thr(tol: float, semantics: str, dt: DType | None) -> float:
@@ -220,9 +216,9 @@ def series_chunk(
     backend: str | None = None,
 ) -> None:
     """Like :func:`series_chunk_np` for rows (contiguous raw bits, same length) that all share one float
-    ``dtype``, with the fastest kernel backend (:data:`subnetscope.kernels.BACKENDS`) unless ``backend``
+    ``dtype``, with the fastest kernel backend (:data:`~.registry.BACKENDS`) unless ``backend``
     is given; ``state`` is an optional :func:`scratch` array."""
-    be = kernels.pick_backend(backend, dtype)
+    be = pick_backend(backend, dtype, "series")
     if be == "numpy":
         series_chunk_np(rows, [dtype] * len(rows), tol, semantics, nsteps, fin, out, split)
         return
@@ -238,8 +234,9 @@ def series_chunk(
             state = scratch(n)
         st = state[:n]
         st[:] = 0
-        step, count_split = numba_jit()
-        kind, lut, vals = kernels.decode_operands(dtype, list(rows))
+        nb = _jit()
+        step, count_split = nb.step, nb.split
+        kind, lut, vals = decode_operands(dtype, list(rows))
         step(rows[0], rows[0], rows[fin], vals[0], vals[0], vals[fin], lut, kind, ref, thr, st)
         np.right_shift(st, 2, out=st)
         for k in range(1, nsteps + 1):

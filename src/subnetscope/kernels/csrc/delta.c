@@ -1,12 +1,12 @@
 /*
- * Native (C) versions of the delta loops of delta/kernels.py: gather the changed values on export, scatter
+ * Native (C) versions of the delta loops of kernels/delta.py: gather the changed values on export, scatter
  * them on apply. Same results as the numba and numpy versions (tested against both and a brute-force
  * oracle). The scatter loops validate their input (positions in range, value counts, varint lengths) and
  * return a negative error code for a damaged delta, so a bad file is an error, never a write out of bounds.
  */
-#include "_native.h"
+#include "native.h"
 
-#define MAX_VARINT 5 /* delta/varint.py */
+#define MAX_VARINT 5 /* kernels/varint.py */
 #define BLK 2048
 #define ERR_VALUES (-1)
 #define ERR_POSITION (-2)

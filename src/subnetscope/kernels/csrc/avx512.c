@@ -2,9 +2,9 @@
  * Hand-vectorised AVX-512 variants of three hot loops, used when the CPU has them (ss_simd_detect) and
  * native.set_avx512 / SUBNETSCOPE_NO_AVX512 do not turn them off; the plain C loops run otherwise, and the
  * tests check both against numpy:
- * - the series kernel for bf16 (ss_series_chunk in _native.c calls it for every full block, and falls back
+ * - the series kernel for bf16 (ss_series_chunk in series.c calls it for every full block, and falls back
  *   on the plain loops for a block this kernel cannot decide);
- * - delta export's gather and apply's bitmap scatter (ss_diff_pack, ss_scatter_bitmap in _native_delta.c;
+ * - delta export's gather and apply's bitmap scatter (ss_diff_pack, ss_scatter_bitmap in delta.c;
  *   these need VBMI2).
  *
  * Why intrinsics: GCC vectorises the plain series loop with a uint16 state word per element and eight
@@ -18,11 +18,11 @@
  * 32-element group are then ordered "even lanes, then odd lanes", the same for every row, so the planes of
  * all steps line up.
  *
- * It decides exactly as the float32 loops of _native.c: an element changed when bits differ and
+ * It decides exactly as the float32 loops of compare.c and series.c: an element changed when bits differ and
  * !(d <= le), where d = |x - a| in float32; a block where some d equals amb (the float32 tolerance itself,
  * undecided in float32) is left to the caller, which recounts it in float64.
  */
-#include "_native.h"
+#include "native.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
@@ -158,7 +158,7 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
 }
 
 /* ------------------------------------------------------------------------------------------------------
- * delta export's gather (see diff_pack in _native_delta.c): the bitmap of a != b, 8 elements per byte in
+ * delta export's gather (see diff_pack in delta.c): the bitmap of a != b, 8 elements per byte in
  * little bit order, and the values of b where they differ, in order; returns how many. The comparison
  * mask of a register is its bitmap as it stands, and VPCOMPRESS packs the values. values holds n elements:
  * a full register is stored at values + k with k <= i, so it never passes values + n. */
@@ -191,7 +191,7 @@ int ss_series_block_bf16(const uint16_t *const *rows, int nsteps, int fin, float
 
 SS_WIDTHS(DEF_PACK)
 
-/* delta apply's scatter (see scatter_bitmap in _native_delta.c): out[bit i set] = values, in order. The
+/* delta apply's scatter (see scatter_bitmap in delta.c): out[bit i set] = values, in order. The
  * same validation first (n elements, m values: the set bits below n must be at most m, and m > 0), the same
  * result (the number of set bits, or -1). Then VPEXPAND places the next values of a register at its set
  * lanes; masked loads never touch values past the ones a register uses, nor out past n. */

@@ -1,9 +1,13 @@
-/* Shared by the C sources of subnetscope._native (see _native.c). */
+/* Shared by the C sources of subnetscope.kernels._native (see module.c). */
 #ifndef SUBNETSCOPE_NATIVE_H
 #define SUBNETSCOPE_NATIVE_H
 
 #include <stdint.h>
 #include <string.h>
+
+/* what ss_abi_version() returns (module.c): bumped whenever an exported signature or the set of sources
+ * changes; kernels/native.py (ABI_VERSION) refuses a library built from other sources */
+#define SS_ABI_VERSION 8
 
 /* each hot loop is compiled for baseline x86-64, AVX2 and AVX-512; the loader picks one for the CPU */
 #if defined(SS_CLONES)
@@ -23,8 +27,8 @@
 /* elements per block: the float32 kernels decide (or recount in float64) a block at a time */
 #define SS_BLK 2048
 
-/* The AVX-512 kernels (_native_avx512.c). ss_simd_detect: 0 no AVX-512 (F, BW, DQ), 1 AVX-512, 2 with
- * VBMI2 as well; ss_simd_level is what the kernels may use (set by ss_set_avx512 in _native.c). */
+/* The AVX-512 kernels (avx512.c). ss_simd_detect: 0 no AVX-512 (F, BW, DQ), 1 AVX-512, 2 with
+ * VBMI2 as well; ss_simd_level is what the kernels may use (set by ss_set_avx512 in module.c). */
 extern int ss_simd_level;
 int ss_simd_detect(void);
 /* the element widths of the delta kernels: bytes, type, lanes of a zmm register, its mask type, and the

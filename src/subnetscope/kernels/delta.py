@@ -2,21 +2,20 @@
 
 numpy's boolean gather and scatter cost ~4 ns per element; these loops cost ~1 ns per element (a
 branch-free compaction) or only touch the changed elements (a loop over the set bits of the bitmap when
-changes are rare). They run in C (``_native_delta.c``) when the extension is built, else in numba, else in
-numpy (the backends of :data:`subnetscope.kernels.BACKENDS`); the compiled ones release the GIL, so worker
-threads run in parallel. All three are tested against each other and against a brute-force oracle. The scatter loops validate their input (positions in range, value counts, varint lengths), so a
-damaged delta is an error, never an out-of-bounds write.
+changes are rare). They run in C (``csrc/delta.c``) when the extension is built, else in numba, else in
+numpy (the backends of :data:`~.registry.BACKENDS`); the compiled ones release the GIL, so worker
+threads run in parallel. All three are tested against each other and against a brute-force oracle. The
+scatter loops validate their input (positions in range, value counts, varint lengths), so a damaged delta
+is an error, never an out-of-bounds write.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 import numpy as np
 
-from .. import native
-from ..kernels import pick_backend
+from . import native
+from .jit import LazyJit
+from .registry import pick_backend
 from .varint import MAX_VARINT, varint_decode, varint_encode
 
 #: error codes of the scatter loops (negative; a non-negative result is the number of values used)
@@ -140,20 +139,21 @@ def _scatter_varint_nb(
     return k
 
 
-@functools.cache
-def _numba_kernels() -> tuple[Any, ...]:
-    """The jitted loops (numba imported and compiled on first use)."""
-    import numba
-
-    jit = numba.njit(nogil=True, cache=True, boundscheck=False)
-    return tuple(
-        jit(f)
-        for f in (_compact_nb, _gather_lut_nb, _bitmap_varint_nb, _scatter_bitmap_nb, _scatter_varint_nb)
-    )
+#: the numba loops (compiled on first use)
+_jit = LazyJit(
+    globals(),
+    kernels={
+        "compact": _compact_nb,
+        "gather": _gather_lut_nb,
+        "bitmap_varint": _bitmap_varint_nb,
+        "scatter_bitmap": _scatter_bitmap_nb,
+        "scatter_varint": _scatter_varint_nb,
+    },
+)
 
 
 def _backend(backend: str | None) -> str:
-    return pick_backend(backend)
+    return pick_backend(backend, kernel="delta")
 
 
 def diff_pack(
@@ -164,7 +164,7 @@ def diff_pack(
 
     C: one pass for the bitmap, then a loop over the set bits when changes are rare, else a branch-free
     compaction. numba and numpy: the comparison and the bitmap in numpy, then the same gather (numba) or a
-    boolean gather (numpy). ``backend``: one of :data:`subnetscope.kernels.BACKENDS` (all agree).
+    boolean gather (numpy). ``backend``: one of :data:`~.registry.BACKENDS` (all agree).
     """
     be = _backend(backend)
     if be == "native":
@@ -175,9 +175,9 @@ def diff_pack(
     if be == "numpy":
         values[:k] = b[ne]
     elif 8 * k < b.shape[0]:
-        _numba_kernels()[1](b, bitmap, values, LUT_POS, LUT_CNT)
+        _jit().gather(b, bitmap, values, LUT_POS, LUT_CNT)
     else:
-        _numba_kernels()[0](b, ne.view(np.uint8), values)
+        _jit().compact(b, ne.view(np.uint8), values)
     return k
 
 
@@ -189,7 +189,7 @@ def bitmap_varint(bitmap: np.ndarray, n: int, k: int, backend: str | None = None
         if be == "native":
             w = native.bitmap_varint(bitmap, n, out)
         else:
-            w = int(_numba_kernels()[2](bitmap, n, out, LUT_POS, LUT_CNT))
+            w = int(_jit().bitmap_varint(bitmap, n, out, LUT_POS, LUT_CNT))
         if w < 0:
             raise ValueError("bitmap holds more than k set bits")
         return out[:w].tobytes()
@@ -207,7 +207,7 @@ def scatter_bitmap(
     if be == "native":
         return native.scatter_bitmap(out, bitmap, values)
     if be == "numba":
-        return int(_numba_kernels()[3](out, bitmap, values))
+        return int(_jit().scatter_bitmap(out, bitmap, values))
     mask = np.unpackbits(bitmap, count=out.shape[0], bitorder="little").view(bool)
     k = int(np.count_nonzero(mask))
     if k > values.shape[0] or values.shape[0] == 0:
@@ -223,7 +223,7 @@ def scatter_varint(out: np.ndarray, buf: np.ndarray, values: np.ndarray, backend
     if be == "native":
         return native.scatter_varint(out, buf, values)
     if be == "numba":
-        return int(_numba_kernels()[4](out, buf, values))
+        return int(_jit().scatter_varint(out, buf, values))
     last = (buf & 0x80) == 0
     count = int(np.count_nonzero(last))
     if buf.size and not last[-1]:

@@ -6,8 +6,8 @@ elements always count, NaN ones included), then the number of bit-identical elem
 values and of non-finite target values. With a non-empty ``mask_out`` it also writes the packed bits (little
 bit order) of "changed at ``thr[mask_k]``".
 
-Three backends compute the same counts (:data:`BACKENDS`, fastest first): the C kernels of
-:mod:`subnetscope.native` when the extension was built, numba otherwise, numpy as the last resort
+Three backends compute the same counts (:data:`~.registry.BACKENDS`, fastest first): the C kernels of
+:mod:`.native` when the extension was built, numba otherwise, numpy as the last resort
 (``SUBNETSCOPE_NO_NATIVE=1`` / ``SUBNETSCOPE_NO_NUMBA=1`` turn the first two off). The numba loop is
 branch-free so that LLVM vectorises it: bf16 is decoded by a shift into float32 bits, fp32/fp64 are viewed
 directly, fp16 and fp8 go through a 2**bits lookup table; four thresholds are counted per pass (more are
@@ -24,21 +24,20 @@ Semantics of the difference:
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from ..dtypes import DType, decode, decode_table
 from . import native
-from .dtypes import DType, decode, decode_table
+from .jit import LazyJit
+from .registry import pick_backend
+from .thresholds import count_by_fours
 
 #: layout of ``out`` after the K per-threshold counts
 IDENTICAL, NONFINITE_BASE, NONFINITE_TARGET = 0, 1, 2
 
-#: how a dtype's bits become floats inside the jitted loops (shared with :mod:`subnetscope.series_kernels`)
+#: how a dtype's bits become floats inside the jitted loops (shared with :mod:`.series`)
 DECODE_SHIFT16, DECODE_LUT, DECODE_VIEW = 0, 1, 2
 
 _EMPTY_F32 = np.zeros(0, dtype=np.float32)
@@ -70,8 +69,8 @@ def decode_operands(dtype: DType, rows: list[np.ndarray]) -> tuple[int, np.ndarr
 
 
 def decode_nb(x, lut, vals, i, kind):  # pragma: no cover - jitted
-    """float64 value of the bits ``x`` (element ``i``; ``vals`` is the float view of its row); the series
-    kernel's decoder."""
+    """float64 value of the bits ``x`` (element ``i``; ``vals`` is the float view of its row); the decoder
+    of :mod:`.series` (jitted there)."""
     if kind == 0:
         return np.float64(np.uint32(np.uint32(x) << 16).view(np.float32))
     if kind == 1:
@@ -145,48 +144,11 @@ def _mask_nb(a, b, av, bv, lut, kind, ref, tm, out):  # pragma: no cover - jitte
         out[full] = byte
 
 
-#: the jitted helpers, set by :func:`numba_jit` before the kernels that call them are compiled
-decode_j: Any = None
+#: the jitted helper, bound by :data:`_jit` before the kernels that call it are compiled
 _diff_j: Any = None
 
-
-def numba_enabled() -> bool:
-    """Whether numba may be used: installed, and not turned off with ``SUBNETSCOPE_NO_NUMBA=1``."""
-    if os.environ.get("SUBNETSCOPE_NO_NUMBA", "").strip() not in ("", "0"):
-        return False
-    return importlib.util.find_spec("numba") is not None
-
-
-@functools.cache
-def numba_jit() -> Any:
-    """The jitted helpers and kernels (imported and compiled on first use: importing numba alone costs
-    about 0.3 s, which a process that runs the C kernels never pays)."""
-    import numba
-
-    global decode_j, _diff_j
-    inline = numba.njit(inline="always", boundscheck=False)
-    kernel = numba.njit(nogil=True, cache=True, boundscheck=False)
-    # the kernels call the helpers through these module globals, resolved when numba compiles them
-    decode_j, _diff_j = inline(decode_nb), inline(_diff_nb)
-    return SimpleNamespace(decode=decode_j, diff=_diff_j, dense4=kernel(_dense4_nb), mask=kernel(_mask_nb))
-
-
-#: the kernel backends usable here, fastest first: the C kernels, numba, numpy (always)
-BACKENDS: tuple[str, ...] = tuple(
-    b for b, ok in (("native", native.AVAILABLE), ("numba", numba_enabled()), ("numpy", True)) if ok
-)
-
-
-def pick_backend(backend: str | None, dtype: DType | None = None) -> str:
-    """``backend`` if given (it must be in :data:`BACKENDS`), else the fastest one that handles ``dtype``."""
-    if backend is not None:
-        if backend not in BACKENDS:
-            raise ValueError(f"kernel backend {backend!r} is not available here (have {', '.join(BACKENDS)})")
-        return backend
-    for b in BACKENDS:
-        if b != "native" or dtype is None or native.supports(dtype):
-            return b
-    return "numpy"  # pragma: no cover - numpy is always in BACKENDS
+#: the numba kernels (compiled on first use)
+_jit = LazyJit(globals(), kernels={"dense4": _dense4_nb, "mask": _mask_nb}, inline={"_diff_j": _diff_nb})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -220,7 +182,7 @@ def count_chunk(
 ) -> None:
     """Add one chunk's counters to ``out`` (``len(thr) + 3`` int64) and fill ``mask_out`` if non-empty.
 
-    ``backend`` is one of :data:`BACKENDS` (default: the fastest); all give the same result.
+    ``backend`` is one of :data:`~.registry.BACKENDS` (default: the fastest); all give the same result.
     """
     be = pick_backend(backend, dtype)
     k = thr.shape[0]
@@ -238,35 +200,21 @@ def count_chunk(
             mask_out[:] = np.packbits(~(d <= thr[mask_k]), bitorder="little")
         return
     if be == "native":
-        _count_native(a, b, dtype, thr, ref, out, mask_out, mask_k, (int(nf_m), int(nf_v)))
+        nonfinite = (int(nf_m), int(nf_v))
+
+        def count4(t4: np.ndarray) -> np.ndarray:
+            res = np.zeros(7, dtype=np.int64)
+            native.count4(a, b, dtype, ref, t4, nonfinite, res)
+            return res
+
+        count_by_fours(thr, out, count4)
+        if mask_out.shape[0]:
+            native.mask(a, b, dtype, ref, float(thr[mask_k]), mask_out)
         return
-    nb = numba_jit()
+    nb = _jit()
     kind, lut, (av, bv) = decode_operands(dtype, [a, b])
-    for g in range(0, k, 4):
-        ts = [float(thr[min(g + i, k - 1)]) for i in range(4)]
-        res = nb.dense4(a, b, av, bv, lut, kind, ref, ts[0], ts[1], ts[2], ts[3], nf_m, nf_v)
-        for i in range(min(4, k - g)):
-            out[g + i] += res[i]
-        if g == 0:
-            out[k + IDENTICAL] += res[4]
-            out[k + NONFINITE_BASE] += res[5]
-            out[k + NONFINITE_TARGET] += res[6]
+    count_by_fours(
+        thr, out, lambda t4: nb.dense4(a, b, av, bv, lut, kind, ref, t4[0], t4[1], t4[2], t4[3], nf_m, nf_v)
+    )
     if mask_out.shape[0]:
         nb.mask(a, b, av, bv, lut, kind, ref, float(thr[mask_k]), mask_out)
-
-
-def _count_native(
-    a: np.ndarray, b: np.ndarray, dtype: DType, thr: np.ndarray, ref: bool, out: np.ndarray,
-    mask_out: np.ndarray, mask_k: int, nonfinite: tuple[int, int],
-) -> None:  # fmt: skip
-    k = thr.shape[0]
-    res = np.zeros(7, dtype=np.int64)
-    for g in range(0, k, 4):
-        t4 = np.array([thr[min(g + i, k - 1)] for i in range(4)], dtype=np.float64)
-        res[:] = 0
-        native.count4(a, b, dtype, ref, t4, nonfinite, res)
-        out[g : min(g + 4, k)] += res[: min(4, k - g)]
-        if g == 0:
-            out[k : k + 3] += res[4:7]
-    if mask_out.shape[0]:
-        native.mask(a, b, dtype, ref, float(thr[mask_k]), mask_out)

@@ -1,19 +1,20 @@
-"""The optional C kernels, loaded with ctypes: compare's count and mask, the series chunk, FP8
-dequantized counts (``_native.c``) and the delta loops (``_native_delta.c``).
+"""The optional C kernels, loaded with ctypes: compare's count and mask (``csrc/compare.c``), the series
+chunk (``csrc/series.c``), FP8 dequantized counts (``csrc/fp8.c``) and the delta loops (``csrc/delta.c``);
+the one boundary between Python and C.
 
-They compute what the numba kernels of :mod:`subnetscope.kernels`, :mod:`subnetscope.series_kernels`,
-:mod:`subnetscope.fp8` and :mod:`subnetscope.delta.kernels` compute, bit for bit (tests check every
-backend against the brute-force oracle). The wrappers check sizes, widths, contiguity and writability
-before handing pointers to C, so a wrong call raises instead of reading or writing out of bounds. What they add is
-start-up: this library loads in milliseconds where numba costs about 0.5 s per process (its import plus
-loading a cached kernel), which is as long as reading a 1B-parameter pair. They are also a little faster:
-differences are taken in float32 where that decides the comparison exactly, and in float64 otherwise
-(see the comment in ``_native.c``).
+They compute what the numba kernels of :mod:`.compare`, :mod:`.series`, :mod:`.fp8` and :mod:`.delta`
+compute, bit for bit (tests check every backend against the brute-force oracle). The wrappers check sizes,
+widths, contiguity and writability before handing pointers to C, so a wrong call raises instead of reading
+or writing out of bounds. What they add is start-up: this library loads in milliseconds where numba costs
+about 0.5 s per process (its import plus loading a cached kernel), which is as long as reading a
+1B-parameter pair. They are also a little faster: differences are taken in float32 where that decides the
+comparison exactly, and in float64 otherwise (see the comment in ``csrc/decode.h``).
 
-``AVAILABLE`` is false when the extension was not built (no C compiler at install time) or when
-``SUBNETSCOPE_NO_NATIVE=1``; callers then use numba. On a CPU with AVX-512 the series kernel for bf16 and the
-delta gather run hand-vectorised variants (``_native_avx512.c``); ``SUBNETSCOPE_NO_AVX512=1`` or
-:func:`set_avx512` turns them off (tests run both).
+``AVAILABLE`` is false when the extension ``subnetscope.kernels._native`` was not built (no C compiler at
+install time), was built from other sources (:data:`ABI_VERSION`) or when ``SUBNETSCOPE_NO_NATIVE=1``;
+:mod:`.registry` then picks numba. On a CPU with AVX-512 the series kernel for bf16 and the delta gather run
+hand-vectorised variants (``csrc/avx512.c``); ``SUBNETSCOPE_NO_AVX512=1`` or :func:`set_avx512` turns them
+off (tests run both).
 """
 
 from __future__ import annotations
@@ -21,26 +22,26 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
-import os
 from typing import Any
 
 import numpy as np
 
-from .dtypes import DType, decode_table, decode_table32
+from ..dtypes import DType, decode_table, decode_table32
+from . import env
 
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _F32, _F64, _U64 = ctypes.c_float, ctypes.c_double, ctypes.c_uint64
 
-#: must equal ``ss_abi_version()`` of the compiled library
-ABI_VERSION = 7
+#: must equal ``ss_abi_version()`` of the compiled library (``SS_ABI_VERSION`` in ``csrc/native.h``)
+ABI_VERSION = 8
 
-#: decode code of a dtype in the C kernels (see ``_native.c``)
+#: decode code of a dtype in the C kernels (see ``csrc/module.c``)
 _CODES = {"BF16": 0, "F16": 1, "F8_E4M3": 5, "F8_E5M2": 6, "F32": 3, "F64": 4}
 _TABLE_CODES = ("F16", "F8_E4M3", "F8_E5M2")
 
 
 def _load() -> Any:
-    if os.environ.get("SUBNETSCOPE_NO_NATIVE", "").strip() not in ("", "0"):
+    if env.NO_NATIVE:
         return None
     try:
         path = importlib.import_module(f"{__package__}._native").__file__
@@ -67,7 +68,7 @@ def _load() -> Any:
     lib.ss_fp8_dequant.argtypes = [_P, _P, _I64, _INT, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _P, _P]
     lib.ss_series_chunk.argtypes = [_P, _INT, _INT, _I64, _INT, _INT, _INT, _P, _P, _F32, _F32, _F64, _P, _P]
     lib.ss_set_avx512.argtypes, lib.ss_set_avx512.restype = [_INT], _INT
-    lib.ss_set_avx512(int(os.environ.get("SUBNETSCOPE_NO_AVX512", "").strip() in ("", "0")))
+    lib.ss_set_avx512(int(not env.NO_AVX512))
     return lib
 
 
@@ -260,7 +261,8 @@ def fp8_dequant(
 ) -> None:  # fmt: skip
     """FP8 codes ``a``/``b`` (elements ``[start, start + n)`` of a ``[rows, cols]`` weight) compared by
     dequantized value with the flattened float64 scale grids ``sa``/``sb`` of ``block``-sized blocks (the
-    C version of ``fp8._dq_nb``): adds the four threshold counts, identical, non-finite base and target."""
+    C version of :func:`subnetscope.kernels.fp8.count_dequant`): adds the four threshold counts, identical,
+    non-finite base and target."""
     lib = _LIB
     assert lib is not None
     lut32 = decode_table32(code)
@@ -281,7 +283,7 @@ def fp8_dequant(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the delta loops (``_native_delta.c``; see :mod:`subnetscope.delta.kernels`)
+# the delta loops (``csrc/delta.c``; see :mod:`.delta`)
 
 
 def diff_pack(a: np.ndarray, b: np.ndarray, bitmap: np.ndarray, values: np.ndarray) -> int:
