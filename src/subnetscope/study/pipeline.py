@@ -38,6 +38,7 @@ from ..io.atomic import write_text_atomic
 from ..report.schema import SCHEMA_VERSION
 from .base import cache_dir, prepare_base
 from .config import StudyConfig
+from .numerics import NumericsWorker, mode_id, numerics_mode
 from .runs import Dataset, RunRecord, base_identity, build_data, ensure_run
 
 REPORT_KIND = "subnetscope.study"
@@ -78,6 +79,7 @@ class StudyContext:
     skipped: dict[str, str] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    worker: NumericsWorker | None = None  #: where torch computes (sampling, training): see :mod:`.numerics`
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -128,7 +130,7 @@ def step_data(ctx: StudyContext) -> None:
     with ctx.step("data"):
         for name in dict.fromkeys(r.data for r in ctx.cfg.runs):
             ctx.datasets[name] = build_data(
-                ctx.cfg.data[name], ctx.base_dir, ctx.cache, ctx.base_id, ctx.progress
+                ctx.cfg.data[name], ctx.base_dir, ctx.cache, ctx.base_id, ctx.progress, ctx.worker
             )
 
 
@@ -181,6 +183,7 @@ def step_runs(ctx: StudyContext) -> None:
                 mask_path=mask,
                 mask_digest=mdig,
                 progress=ctx.progress,
+                worker=ctx.worker,
             )
             ctx.runs[spec.name] = rec
             measure(ctx, spec.name)
@@ -504,6 +507,9 @@ def study_json(ctx: StudyContext, total: float) -> dict[str, Any]:
                 "path": str(r.path),
                 "cached": r.cached,
                 "train_seconds": r.log.get("seconds"),
+                "train_cpu_seconds": r.log.get("cpu_seconds"),
+                "train_threads": r.log.get("threads"),
+                "numerics": (r.log.get("numerics") or {}).get("id"),
                 "losses": r.log["losses"],
                 "metrics": r.log["metrics"],
                 "checkpoints": r.log.get("checkpoints", []),
@@ -523,10 +529,11 @@ def study_json(ctx: StudyContext, total: float) -> dict[str, Any]:
 
 
 def choose_threads() -> dict[str, Any]:
-    """Torch's CPU threads for the study: ``SUBNETSCOPE_THREADS`` if set; else 1 when the machine is already
-    busy (1-minute load average at least the CPU count), where more threads than free cores make every
-    OpenMP barrier wait for a descheduled thread (1.5–3× slower measured on a shared 2-core machine); else
-    torch's default. Returns what was chosen and why."""
+    """Torch's CPU threads for the study's worker: ``SUBNETSCOPE_THREADS`` if set; else 1 when the machine
+    is already busy (1-minute load average at least the CPU count), where more threads than free cores make
+    every OpenMP barrier wait for a descheduled thread (1.5–3× slower measured on a shared 2-core machine);
+    else torch's default. Only speed depends on it: in the default numerics mode the trained weights are the
+    same bits for every thread count (:mod:`.numerics`). Returns what was chosen and why."""
     import os
 
     import torch
@@ -540,8 +547,19 @@ def choose_threads() -> dict[str, Any]:
         n, why = 1, f"machine busy (load {load:.1f} on {cpus} CPUs)"
     else:
         n, why = torch.get_num_threads(), "torch default"
-    torch.set_num_threads(n)
     return {"threads": n, "why": why, "load_average": round(load, 2), "cpus": cpus}
+
+
+def _numerics_record(ctx: StudyContext) -> dict[str, Any]:
+    """What the runs were computed with: the worker's own report when it ran, else what the cached runs
+    recorded when they were trained."""
+    if ctx.worker is not None and ctx.worker.info:
+        return {**ctx.worker.info, "source": "this invocation's worker"}
+    for rec in ctx.runs.values():
+        n = rec.log.get("numerics")
+        if n:
+            return {**n, "source": f"recorded when {rec.spec.name} was trained"}
+    return {"mode": numerics_mode(), "id": mode_id(), "source": "nothing was computed with torch"}
 
 
 def run_study(
@@ -561,11 +579,19 @@ def run_study(
         cfg, root, root / "studies" / cfg.name, Path(out) if out is not None else cfg.out, progress
     )
     ctx.out.mkdir(parents=True, exist_ok=True)
-    ctx.results["threads"] = choose_threads()
-    _log(f"[study] torch threads: {ctx.results['threads']['threads']} ({ctx.results['threads']['why']})")
-    step_base(ctx)
-    step_data(ctx)
-    step_runs(ctx)
+    th = ctx.results["threads"] = choose_threads()
+    mode = numerics_mode()
+    _log(f"[study] torch threads: {th['threads']} ({th['why']}); numerics: {mode_id(mode)}")
+    ctx.worker = NumericsWorker(mode, th["threads"])
+    try:
+        step_base(ctx)
+        step_data(ctx)
+        step_runs(ctx)
+    finally:
+        ctx.worker.close()
+    ctx.results["numerics"] = num = _numerics_record(ctx)
+    if num.get("why_not"):
+        _log(f"[study] numerics not reproducible here: {'; '.join(num['why_not'])}")
     step_table1(ctx)
     step_table4(ctx)
     step_conjecture(ctx)

@@ -217,4 +217,18 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             "",
             f"Torch CPU threads: {th['threads']} ({th['why']}; load average {th['load_average']} on {th['cpus']} CPUs).",
         ]
+    num = doc.get("numerics")
+    if num:
+        line = f"Numerics: {num.get('id')}"
+        if "reproducible" in num:
+            line += (
+                f" (torch {num['torch']}, {num['cpu_capability']} kernels, probe fingerprint {num['fingerprint']}; "
+                + (
+                    "the same bits for any thread count"
+                    if num["reproducible"]
+                    else "NOT reproducible: " + "; ".join(num["why_not"])
+                )
+                + ")"
+            )
+        out += ["", line + "."]
     return "\n".join(out)
