@@ -60,6 +60,7 @@ def test_document(mini):
     summary = (out / "summary.md").read_text()
     for title in (
         "Table 1",
+        "Table 2",
         "Table 4",
         "Table 3",
         "Figure 2",
@@ -92,6 +93,35 @@ def test_table1(mini):
     assert 0.0 < rows["sft"]["sparsity_at_1e-5"] < 1.0
     # the subnetwork run can only change weights the full run changed
     assert rows["dpo-sub"]["sparsity_at_1e-5"] >= rows["dpo"]["sparsity_at_1e-5"]
+
+
+@pytest.mark.slow
+def test_table2_matches_matrix_rank(mini):
+    """Every rank in Table 2's reports equals torch.linalg.matrix_rank of the float32 delta, recomputed
+    here from the safetensors files; the per-run means are the means of those ranks."""
+    doc, _, cache = mini
+    import torch
+    from safetensors.torch import load_file
+
+    rows = {r["run"]: r for r in doc["table2"]["rows"]}
+    assert list(rows) == ["sft", "dpo", "grpo", "dpo-sub"]
+    base = load_file(str(cache / "tiny-random-llama" / "model.safetensors"))
+    matrices = [n for n, w in base.items() if w.ndim == 2]
+    assert len(matrices) == 1 + 2 * 7  # tied embedding + 2 layers x (q, k, v, o, gate, up, down)
+    for name, row in rows.items():
+        rep = json.loads((Path(doc["work_dir"]) / "rank" / f"{name}.json").read_text())
+        assert rep["study_run_key"] == doc["runs"][name]["key"]
+        got = {t["name"]: (t["rank"], t["max_rank"]) for t in rep["tensors"]}
+        assert sorted(got) == sorted(matrices)
+        tuned = load_file(str(Path(doc["runs"][name]["path"]) / "model.safetensors"))
+        pcts = []
+        for n in matrices:
+            d = tuned[n].float() - base[n].float()
+            assert got[n] == (int(torch.linalg.matrix_rank(d)), min(d.shape)), n
+            pcts.append(100.0 * got[n][0] / got[n][1])
+        assert row["matrices"] == len(matrices)
+        assert row["mean_rank_pct"] == pytest.approx(sum(pcts) / len(pcts), rel=1e-12)
+        assert row["full_rank"] == sum(p == 100.0 for p in pcts)
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ Steps, in order (each logged on stderr with its time; training runs are cached, 
    run), then ``compare`` it with the base with ULP histograms and its update mask in the same pass
    (:func:`subnetscope.anatomy.ulp.compare_ulp`).
 4. ``table1``: update sparsity per run and tolerance, and per matrix type (paper Tables 1 and 6).
+4b. ``table2``: :func:`subnetscope.anatomy.rank.rank_report` of every 2-D update of the configured runs
+   (paper Table 2; cached per run in the work directory).
 5. ``table4``: :func:`subnetscope.overlap.overlap` of the configured pairs of masks, with the uniform and
    the magnitude-matched random baselines.
 6. ``conjecture``: :func:`subnetscope.train.conjecture` of the full and subnetwork runs (paper §4, Table 3).
@@ -50,6 +52,8 @@ PAPER = {
     "10 models; SFT is the contrast that updates much more",
     "table4": "subnetworks from different seeds, data and algorithms overlap substantially more than the "
     "uniform random baseline (App. E: o1_random = density of run 2)",
+    "table2": "RL updates are sparse but nearly full-rank: the update matrices have on average more than 99 % "
+    "of the maximum rank",
     "table3": "θ_sub vs θ_full identical on 94.0 % (DPO) / 90.5 % (PRIME) of weights at 1e-5, 100 % at 1e-4",
     "figure2": "PRIME: 72 % never updated, 8 % updated then cancelled, 20 % final subnetwork",
     "figure3": "nearly all parameter matrices receive similarly sparse updates (no layer is frozen)",
@@ -74,6 +78,7 @@ class StudyContext:
     datasets: dict[str, Dataset] = field(default_factory=dict)
     runs: dict[str, RunRecord] = field(default_factory=dict)
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)  #: run → compare JSON (with ULP)
+    ranks: dict[str, dict[str, Any]] = field(default_factory=dict)  #: run → rank JSON (Table 2)
     masks: dict[str, Path] = field(default_factory=dict)  #: run → mask file at 1e-5
     timings: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -222,6 +227,64 @@ def step_table1(ctx: StudyContext) -> None:
                 }
             )
         ctx.results["table1"] = {"tolerance": PRIMARY_TOL, "rows": rows, "paper": PAPER["table1"]}
+
+
+def _rank_of(ctx: StudyContext, name: str) -> dict[str, Any]:
+    """The rank report of run ``name`` (from the work directory when it was made for this very run)."""
+    from ..anatomy.rank import rank_report
+
+    assert ctx.base_dir is not None
+    rec = ctx.runs[name]
+    path = ctx.work / "rank" / f"{name}.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("study_run_key") == rec.key and old.get("study_base") == ctx.base_id:
+            return dict(old)
+    t0 = time.time()
+    obj = rank_report(ctx.base_dir, rec.path, device="cpu", progress=ctx.progress).to_json()
+    obj["target"]["ref"] = name
+    obj.update(study_run_key=rec.key, study_base=ctx.base_id, seconds=round(time.time() - t0, 2))
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+    return obj
+
+
+def step_table2(ctx: StudyContext) -> None:
+    """Table 2: the rank of every 2-D update of the configured runs, as % of the maximum, per run and per
+    matrix type (:func:`subnetscope.anatomy.rank.rank_report`; cached per run in the work directory)."""
+    if not ctx.cfg.analysis.rank:
+        return
+
+    def run() -> None:
+        rows = []
+        for name in ctx.cfg.analysis.rank:
+            obj = ctx.ranks[name] = _rank_of(ctx, name)
+            ov = obj["overall"]
+            mults = obj["rtol_multipliers"]
+            rows.append(
+                {
+                    "run": name,
+                    "algo": ctx.runs[name].spec.algo,
+                    "subnetwork_of": ctx.runs[name].spec.mask_from,
+                    "matrices": ov["matrices"],
+                    "mean_rank_pct": ov["mean_rank_pct"],
+                    "min_rank_pct": ov["min_rank_pct"],
+                    "full_rank": ov["full_rank"],
+                    "mean_effective_rank_pct": ov["mean_effective_rank_pct"],
+                    "mean_stable_rank": ov["mean_stable_rank"],
+                    "rtol_multipliers": mults,
+                    "mean_rank_pct_at": ov["mean_rank_pct_at"],
+                    "by_kind": {k: v["mean_rank_pct"] for k, v in obj["by_kind"].items()},
+                    "seconds": obj.get("seconds"),
+                }
+            )
+        ctx.results["table2"] = {
+            "tolerance": "sigma_max * max(rows, cols) * eps(float32), as torch.linalg.matrix_rank",
+            "rows": rows,
+            "paper": PAPER["table2"],
+        }
+
+    with ctx.step("table2"):
+        _optional(ctx, "table2", run)
 
 
 def step_table4(ctx: StudyContext) -> None:
@@ -430,7 +493,10 @@ def step_figures(ctx: StudyContext) -> None:
             names = list(ctx.reports)
             path = ctx.work / "report.html"
             write_html(
-                path, [ctx.reports[n] for n in names], names, title=f"subnetscope study: {ctx.cfg.name}"
+                path,
+                [*(ctx.reports[n] for n in names), *ctx.ranks.values()],
+                names,
+                title=f"subnetscope study: {ctx.cfg.name}",
             )
             ctx.results["html"] = str(path)
 
@@ -593,6 +659,7 @@ def run_study(
     if num.get("why_not"):
         _log(f"[study] numerics not reproducible here: {'; '.join(num['why_not'])}")
     step_table1(ctx)
+    step_table2(ctx)
     step_table4(ctx)
     step_conjecture(ctx)
     with ctx.step("figure2"):
