@@ -189,9 +189,13 @@ def test_figures_and_ulp(mini):
     doc, out, _ = mini
     for f in doc["figures"]:
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert {"fig1_sparsity.png", "fig2_split.png", "fig3_heatmap_dpo.png", "loss_curves.png"} <= set(
-        doc["figures"]
-    )
+    assert {
+        "fig1_sparsity.png",
+        "fig2_split.png",
+        "fig3_heatmap_dpo.png",
+        "fig7_series.png",
+        "loss_curves.png",
+    } <= set(doc["figures"])
     for r in doc["ulp"].values():
         assert sum(r["hist"]) > 0
         assert 0.0 <= r["below_ulp_share_at_1e-5"] <= 1.0

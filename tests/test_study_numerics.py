@@ -3,6 +3,12 @@ spawned process, errors come back with their hint, and a bad mode is refused."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from subnetscope.errors import InputNotFoundError
@@ -24,6 +30,7 @@ def test_portable_worker_is_pinned():
             w.call(_raise_not_found, "/nowhere")
         assert e.value.message == "/nowhere: no such model" and e.value.hint == "give a model directory"
     assert not w.started
+    assert "MKL_CBWR" not in os.environ and "ATEN_CPU_CAPABILITY" not in os.environ  # restored here
     assert info["env"] == {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2"}
     assert info["threads"] == 2
     if not info["mkl"]:
@@ -63,3 +70,37 @@ def test_describe_in_this_process_says_why_not():
         info["mkl"] and info["cpu_capability"] == "AVX2" and info["thread_independent"]
     )
     assert len(info["fingerprint"]) == 16
+
+
+@pytest.mark.slow
+def test_pinned_even_when_the_callers_script_computes_with_torch_first(tmp_path):
+    """The spawned worker re-imports the caller's main script before any code of ours runs in it; a script
+    that multiplies matrices at import time must still get a pinned worker (the environment is set when
+    the process is spawned, not by its initializer)."""
+    script = tmp_path / "caller.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            import torch
+            torch.ones(64, 4096) @ torch.ones(4096, 64)  # MKL and the dispatcher start here, in both processes
+            torch.exp(torch.ones(1000))
+            from subnetscope.study.numerics import NumericsWorker
+
+            if __name__ == "__main__":
+                with NumericsWorker("portable", threads=2) as w:
+                    w.call(int)
+                print(json.dumps(w.info))
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("MKL_CBWR", None)
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["env"] == {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2"}
+    if not info["mkl"]:
+        pytest.skip("torch without MKL")
+    assert info["cpu_capability"] == "AVX2" and info["reproducible"] is True

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -141,14 +140,22 @@ def describe(mode: str) -> dict[str, Any]:
     return info
 
 
-def _init_worker(env: Mapping[str, str], threads: int) -> None:
+@contextmanager
+def _environ(env: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``env`` set, restored afterwards (a child started meanwhile inherits ``env``)."""
+    saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    if "torch" in sys.modules:  # pragma: no cover - only if something imported torch before us
-        print(
-            "subnetscope: warning: torch was imported before the numerics were set",
-            file=sys.stderr,
-            flush=True,
-        )
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -192,14 +199,16 @@ class NumericsWorker:
 
     def _start(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(worker_env(self.mode), self.threads),
-        )
+        # The environment is set while the process is spawned (the first submit starts it), so it has the
+        # variables from its first instruction on: the spawned child re-imports the caller's main module
+        # before anything of ours runs there, and that module may already compute with torch.
+        with _environ(worker_env(self.mode)):
+            pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)
+            )
+            first = pool.submit(describe, self.mode)
         self._pool = pool
-        self.info = {**pool.submit(describe, self.mode).result(), "threads": self.threads}
+        self.info = {**first.result(), "threads": self.threads}
         return pool
 
     def __enter__(self) -> NumericsWorker:

@@ -532,6 +532,15 @@ def step_figures(ctx: StudyContext) -> None:
         f2 = ctx.results.get("figure2")
         if f2:
             _png(ctx, figures.split_bars(f2["splits"]), "fig2_split")
+            se = f2.get("series")
+            if se and se["steps"]:
+                last = ctx.runs[se["run"]].spec.steps  # the final model has no step in its name
+                steps = [int(s) if s is not None else last for s in se["steps"]]
+                _png(
+                    ctx,
+                    figures.series_sparsity(se["run"], steps, se["sparsity_vs_init"], se["sparsity_vs_prev"]),
+                    "fig7_series",
+                )
         t4 = ctx.results.get("table4")
         if t4:
             seen: dict[str, list[tuple[int, int, int]]] = {}
@@ -636,7 +645,11 @@ def run_study(
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole study of ``cfg`` and return its JSON document (also written to ``<out>/study.json``,
-    with ``summary.md`` beside it)."""
+    with ``summary.md`` beside it).
+
+    Sampling and training run in a spawned worker process (:mod:`.numerics`), which imports the calling
+    script's main module again: a script that calls this must do so under ``if __name__ == "__main__":``
+    (Python's rule for spawned processes; the CLI and ``python -m subnetscope.demo`` already do)."""
     from .tables import render_markdown
 
     t0 = time.time()
