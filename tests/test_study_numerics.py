@@ -104,3 +104,47 @@ def test_pinned_even_when_the_callers_script_computes_with_torch_first(tmp_path)
     if not info["mkl"]:
         pytest.skip("torch without MKL")
     assert info["cpu_capability"] == "AVX2" and info["reproducible"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_worker_ends_with_its_parent(tmp_path):
+    """A study killed mid-training must not leave its worker training on."""
+    import signal
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, time
+            from subnetscope.study.numerics import NumericsWorker
+
+            if __name__ == "__main__":
+                w = NumericsWorker("native", 1)
+                print(w.call(os.getpid), flush=True)
+                w.call(time.sleep, 120)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        worker = int(proc.stdout.readline())
+        os.kill(worker, 0)  # alive
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        for _ in range(100):
+            try:
+                with open(f"/proc/{worker}/stat") as f:  # a zombie waiting for init to reap it is gone too
+                    if f.read().split(") ")[1].startswith("Z"):
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"worker {worker} still running 10 s after its parent was killed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -31,9 +31,10 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from ..errors import SubnetscopeError
@@ -156,6 +157,12 @@ def _environ(env: Mapping[str, str]) -> Iterator[None]:
 
 
 def _init_worker(threads: int) -> None:
+    if sys.platform.startswith("linux"):  # end with the study: an orphaned worker would train on, unseen
+        import ctypes
+        import signal
+
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     import torch
 
     torch.set_num_threads(threads)
