@@ -1,18 +1,23 @@
 """What the reproducible numerics cost: the demo's DPO recipe trained in both numerics modes, interleaved.
 
     python -m subnetscope.study.bench_numerics [--steps 3] [--rounds 3] [--threads 1]
+    python -m subnetscope.study.bench_numerics --same-bits [--steps 3] [--mode portable]
 
 Each round trains ``--steps`` DPO steps of the demo's recipe (its pairs, sampled once into the cache if they
 are not there yet) in a fresh worker of each mode (:mod:`.numerics`), ``portable`` and ``native`` in
 alternating order, and prints the CPU seconds and wall seconds per step of each. CPU seconds are the number
 to read on a shared machine: wall time there depends on the other processes. The first step of a run is
 excluded (it includes the reference log-probabilities of DPO). Nothing is written but temporary directories.
+
+``--same-bits`` instead trains the demo's DPO and SFT recipes for ``--steps`` steps on 1 and on 2 threads in
+workers of ``--mode`` and prints whether the saved bf16 weights (sha256) and the losses are the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import statistics
 import sys
 import tempfile
@@ -51,7 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--same-bits", action="store_true", help="train on 1 and 2 threads and compare")
+    ap.add_argument("--mode", default="portable", choices=["portable", "native"])
     args = ap.parse_args(argv)
+    if args.same_bits:
+        same_bits(args.steps, args.mode)
+        return
 
     from ..demo import demo_config
     from .base import cache_dir, prepare_base
@@ -79,6 +89,35 @@ def main(argv: list[str] | None = None) -> None:
             )
     p, n = statistics.median(per["portable"]), statistics.median(per["native"])
     print(f"median CPU s/step: portable {p:.2f}, native {n:.2f}: portable costs {p / n:.2f}x", flush=True)
+
+
+def same_bits(steps: int, mode: str) -> None:
+    """Train the demo's DPO and SFT recipes on 1 and 2 threads; print whether weights and losses match."""
+    from ..demo import demo_config
+    from .base import cache_dir, prepare_base
+    from .config import parse_config
+    from .numerics import NumericsWorker
+    from .recipes import train
+    from .runs import base_identity, build_data
+
+    cfg = parse_config(demo_config())
+    base = prepare_base(cfg.base)
+    for name in ("dpo", "sft"):
+        spec = dataclasses.replace(cfg.run(name), steps=steps)
+        with NumericsWorker("portable", 1) as w:
+            data = build_data(cfg.data[spec.data], base, cache_dir(), base_identity(base), False, w)
+        got = {}
+        for threads in (1, 2):
+            with NumericsWorker(mode, threads) as w, tempfile.TemporaryDirectory() as tmp:
+                log = w.call(train, spec, str(base), tmp, data.items, progress=False)
+                digest = hashlib.sha256((Path(tmp) / "model.safetensors").read_bytes()).hexdigest()[:16]
+                got[threads] = (digest, log.losses)
+        same = got[1] == got[2]
+        print(
+            f"{mode} {name}, {steps} steps: 1 thread {got[1][0]}, 2 threads {got[2][0]}: "
+            + ("weights and losses identical" if same else "DIFFERENT"),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover
