@@ -1,12 +1,13 @@
 """The study pipeline in miniature: configs/mini.toml (tiny random Llama, offline tokenizer, 2 steps per run).
 
 Checks that every table has the right structure and consistent numbers, that the subnetwork run really kept
-every frozen weight byte-identical to the base, that a second run comes from the cache, and that bad configs
-are refused with a clear message.
+every frozen weight byte-identical to the base, that a second run comes from the cache, that training with
+2 threads gives the same bits as with 1, and that bad configs are refused with a clear message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -37,7 +38,7 @@ def mini(tmp_path_factory, request):
     with FileLock(str(root) + ".lock"):
         if not done.is_file():
             args = ["study", str(MINI), "--out", str(out), "--cache", str(cache), "--format", "json"]
-            res = CliRunner().invoke(cli, args)
+            res = CliRunner().invoke(cli, args, env={"SUBNETSCOPE_THREADS": "1"})
             assert res.exit_code == 0, res.output
             json.loads(res.stdout)
             done.write_text(res.stdout)
@@ -59,6 +60,7 @@ def test_document(mini):
     summary = (out / "summary.md").read_text()
     for title in (
         "Table 1",
+        "Table 2",
         "Table 4",
         "Table 3",
         "Figure 2",
@@ -91,6 +93,35 @@ def test_table1(mini):
     assert 0.0 < rows["sft"]["sparsity_at_1e-5"] < 1.0
     # the subnetwork run can only change weights the full run changed
     assert rows["dpo-sub"]["sparsity_at_1e-5"] >= rows["dpo"]["sparsity_at_1e-5"]
+
+
+@pytest.mark.slow
+def test_table2_matches_matrix_rank(mini):
+    """Every rank in Table 2's reports equals torch.linalg.matrix_rank of the float32 delta, recomputed
+    here from the safetensors files; the per-run means are the means of those ranks."""
+    doc, _, cache = mini
+    import torch
+    from safetensors.torch import load_file
+
+    rows = {r["run"]: r for r in doc["table2"]["rows"]}
+    assert list(rows) == ["sft", "dpo", "grpo", "dpo-sub"]
+    base = load_file(str(cache / "tiny-random-llama" / "model.safetensors"))
+    matrices = [n for n, w in base.items() if w.ndim == 2]
+    assert len(matrices) == 1 + 2 * 7  # tied embedding + 2 layers x (q, k, v, o, gate, up, down)
+    for name, row in rows.items():
+        rep = json.loads((Path(doc["work_dir"]) / "rank" / f"{name}.json").read_text())
+        assert rep["study_run_key"] == doc["runs"][name]["key"]
+        got = {t["name"]: (t["rank"], t["max_rank"]) for t in rep["tensors"]}
+        assert sorted(got) == sorted(matrices)
+        tuned = load_file(str(Path(doc["runs"][name]["path"]) / "model.safetensors"))
+        pcts = []
+        for n in matrices:
+            d = tuned[n].float() - base[n].float()
+            assert got[n] == (int(torch.linalg.matrix_rank(d)), min(d.shape)), n
+            pcts.append(100.0 * got[n][0] / got[n][1])
+        assert row["matrices"] == len(matrices)
+        assert row["mean_rank_pct"] == pytest.approx(sum(pcts) / len(pcts), rel=1e-12)
+        assert row["full_rank"] == sum(p == 100.0 for p in pcts)
 
 
 @pytest.mark.slow
@@ -158,9 +189,13 @@ def test_figures_and_ulp(mini):
     doc, out, _ = mini
     for f in doc["figures"]:
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert {"fig1_sparsity.png", "fig2_split.png", "fig3_heatmap_dpo.png", "loss_curves.png"} <= set(
-        doc["figures"]
-    )
+    assert {
+        "fig1_sparsity.png",
+        "fig2_split.png",
+        "fig3_heatmap_dpo.png",
+        "fig7_series.png",
+        "loss_curves.png",
+    } <= set(doc["figures"])
     for r in doc["ulp"].values():
         assert sum(r["hist"]) > 0
         assert 0.0 <= r["below_ulp_share_at_1e-5"] <= 1.0
@@ -174,6 +209,51 @@ def test_second_run_is_cached(mini):
     again = run_study(load_config(MINI), progress=False, cache=cache, out=out)
     assert all(r["cached"] for r in again["runs"].values())
     assert again["table1"] == doc["table1"]
+
+
+#: what the study measured (everything but times, paths and the thread count)
+MEASURED = ("table1", "table4", "table3", "figure2", "figure3", "ulp", "magnitude")
+
+
+def _measured(doc):
+    out = {k: doc.get(k) for k in MEASURED}
+    out["table1"] = [{k: v for k, v in r.items() if k != "train_seconds"} for r in doc["table1"]["rows"]]
+    out["runs"] = {n: (r["key"], r["losses"], r["metrics"]) for n, r in doc["runs"].items()}
+    for runs in out["runs"].values():
+        for m in runs[2]:
+            m.pop("seconds", None)
+    return out
+
+
+def _weights(doc):
+    """sha256 of every safetensors file of every run (final model and checkpoints)."""
+    return {
+        f"{n}/{p.relative_to(Path(r['path']))}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for n, r in doc["runs"].items()
+        for p in sorted(Path(r["path"]).rglob("*.safetensors"))
+    }
+
+
+@pytest.mark.slow
+def test_thread_count_does_not_change_results(mini, tmp_path, monkeypatch):
+    """The same study trained with 2 threads instead of 1 (in a fresh cache) gives bit-identical weights,
+    losses and tables. Without the pinned numerics (SUBNETSCOPE_NUMERICS=native) this fails on this
+    project's machine: dpo-sub's losses and weights differ, since the tiny model's padded 16384-row head
+    makes MKL split a product across threads."""
+    doc1, _, _ = mini
+    monkeypatch.setenv("SUBNETSCOPE_THREADS", "2")
+    from subnetscope.study.pipeline import run_study
+
+    doc2 = run_study(load_config(MINI), progress=False, cache=tmp_path / "cache", out=tmp_path / "out")
+    assert {r["train_threads"] for r in doc1["runs"].values()} == {1}
+    assert {r["train_threads"] for r in doc2["runs"].values()} == {2}
+    assert not any(r["cached"] for r in doc2["runs"].values())
+    assert doc1["numerics"]["reproducible"] and doc2["numerics"]["reproducible"]
+    assert doc2["numerics"]["fingerprint"] == doc1["numerics"]["fingerprint"]
+    assert _measured(doc2) == _measured(doc1)
+    w1, w2 = _weights(doc1), _weights(doc2)
+    assert len(w1) == 6 + 1  # six final models and dpo's checkpoint at step 1
+    assert w2 == w1
 
 
 @pytest.mark.slow

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -372,9 +373,12 @@ def pair_gram(pair: Pair, handles: FileHandles) -> tuple[np.ndarray, int, int]:
     if rows < cols:
         return gram(read_delta(pair, handles)), rows, cols
     g = np.zeros((cols, cols), dtype=np.float64)
-    step = max(1, _BLOCK_ELEMENTS // cols)
+    step = max(1, min(rows, _BLOCK_ELEMENTS // cols))
+    buf = np.empty((step, cols), dtype=np.float64)  # reused: a fresh 64 MiB block per step page-faults
     for r in range(0, rows, step):
-        blk = read_delta(pair, handles, slice(r, min(rows, r + step))).astype(np.float64)
+        d = read_delta(pair, handles, slice(r, min(rows, r + step)))
+        blk = buf[: d.shape[0]]
+        np.copyto(blk, d)
         g += blk.T @ blk
     return g, rows, cols
 
@@ -492,16 +496,37 @@ def rank_report(
     todo = select_pairs(plan.pairs, sample, layers, seed)
     out: list[MatrixRank] = []
     findings: list[Finding] = []
-    with FileHandles() as handles, progress_bar(len(todo), "rank", enabled=progress, unit="matrix") as bar:
-        for pair in todo:
-            m = _rank_pair(pair, handles, mults, dev, spectrum_k, seed)
-            bar.update(1)
-            if m is None:
-                findings.append(Finding("nonfinite", pair.name, NONFINITE_DETAIL))
-                continue
-            out.append(m)
-            if on_matrix is not None:
-                on_matrix(m)
+    workers = cpu_workers(len(todo)) if dev == "cpu" else 1
+    with (
+        FileHandles() as handles,
+        progress_bar(len(todo), "rank", enabled=progress, unit="matrix") as bar,
+        _one_blas_thread(dev == "cpu") as limited,
+    ):
+        if not limited:
+            workers = 1
+
+        def one(pair: Pair) -> MatrixRank | None:
+            return _rank_pair(pair, handles, mults, dev, spectrum_k, seed)
+
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="subnetscope-rank")
+            results: Iterator[MatrixRank | None] = pool.map(one, todo)
+        else:
+            pool, results = None, map(one, todo)
+        try:
+            for pair, m in zip(todo, results):
+                bar.update(1)
+                if m is None:
+                    findings.append(Finding("nonfinite", pair.name, NONFINITE_DETAIL))
+                    continue
+                out.append(m)
+                if on_matrix is not None:
+                    on_matrix(m)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     selection = {
         "candidates": sum(1 for p in plan.pairs if rankable(p)),
         "ranked": len(out),
@@ -513,6 +538,47 @@ def rank_report(
     return RankReport(
         _describe(b), _describe(t), out, mults, dev, METHOD, selection, __version__, spectrum_k, findings
     )
+
+
+def cpu_workers(matrices: int) -> int:
+    """How many matrices to rank at once on the CPU: ``SUBNETSCOPE_RANK_WORKERS`` if set, else one per core
+    not already busy (CPUs this process may use minus the 1-minute load average), at least 1.
+
+    Each matrix runs its BLAS and LAPACK calls on one thread (:func:`_one_blas_thread`), so the result of a
+    matrix does not depend on this number. Why not BLAS threads instead: the matrices are small
+    (576 × 576 Gram matrices for SmolLM2), and two OpenBLAS threads on a busy 2-core machine made every
+    call 4–15× slower than one (each waits for a descheduled thread): that made a full pass take minutes.
+    """
+    env = os.environ.get("SUBNETSCOPE_RANK_WORKERS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise UsageError(
+                f"SUBNETSCOPE_RANK_WORKERS={env!r} is not a number", "set it to a positive integer"
+            ) from None
+        if n < 1:
+            raise UsageError(f"SUBNETSCOPE_RANK_WORKERS={n}: must be at least 1", "set it to 1 or more")
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        n = max(1, min(cpus, int(cpus - load + 0.5)))
+    return max(1, min(n, matrices))
+
+
+@contextmanager
+def _one_blas_thread(enabled: bool) -> Iterator[bool]:
+    """Limit BLAS/LAPACK to one thread while ranking (with threadpoolctl); yields whether it could."""
+    if not enabled:
+        yield False
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield False
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield True
 
 
 def _rank_pair(

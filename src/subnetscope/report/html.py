@@ -43,7 +43,8 @@ img { max-width: 100%; height: auto; border: 1px solid #e4e8ee; margin: .4em 0; 
 .note { color: #5b6675; font-size: .88em; max-width: 60em; }
 code { background: #f1f4f8; padding: 0 .25em; border-radius: 3px; }
 figure { margin: 0; }
-.figs { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: .2em 1.2em; }
+.figs { display: grid; grid-template-columns: 1fr; gap: .2em 1.2em; }
+.figs img { width: auto; max-width: 100%; }
 .card { flex: 1 1 300px; max-width: 520px; }
 """
 
@@ -63,7 +64,7 @@ def _img(fig: Any, alt: str) -> str:
 
 
 def _figs(items: Sequence[tuple[str, str]]) -> str:
-    """(heading, img html) pairs side by side."""
+    """(heading, img html) pairs, one per row, each at its own size (never wider than the column)."""
     cells = "".join(f"<figure><h3>{_e(h)}</h3>{img}</figure>" for h, img in items)
     return f'<div class="figs">{cells}</div>'
 

@@ -67,8 +67,30 @@ def _primary(obj: Mapping[str, Any]) -> int:
 # -- compare ------------------------------------------------------------------------------------------------
 
 
-def heatmap(obj: Mapping[str, Any], tol_index: int | None = None) -> Figure:
-    """Update sparsity per (matrix type, layer) at one tolerance (default: the primary one): Figure 3."""
+#: width (inches) of the heatmap: at the 110 dpi of the HTML report that is its full text column (1100 px)
+HEATMAP_WIDTH = 10.0
+#: smallest font (points) a cell label may get; below it the cells carry no labels (read the colour bar)
+MIN_LABEL_PT = 7.5
+
+
+def heatmap_labels(layers: int, width: float = HEATMAP_WIDTH) -> tuple[int, float] | None:
+    """(decimals, font size in points) for the cell labels of a heatmap with ``layers`` columns drawn
+    ``width`` inches wide, or None when no label would be legible. One decimal while "99.9" fits a cell at
+    9 points or more, else whole percent ("100" at up to 9 points): 24 layers get whole percent at 9 points,
+    SmolLM2's 30 at 8.3 points (12.7 pixels at 110 dpi), 70 or more none."""
+    cell_pt = max(width - 2.4, 1.0) * 72.0 / max(layers, 1)  # plot area less the axis labels and colour bar
+    for decimals, chars in ((1, 4), (0, 3)):
+        size = min(9.0, 0.85 * cell_pt / (0.62 * chars))
+        if size >= (9.0 if decimals else MIN_LABEL_PT):
+            return decimals, size
+    return None
+
+
+def heatmap(obj: Mapping[str, Any], tol_index: int | None = None, width: float = HEATMAP_WIDTH) -> Figure:
+    """Update sparsity per (matrix type, layer) at one tolerance (default: the primary one): Figure 3.
+
+    Drawn ``width`` inches wide whatever the number of layers, so it fills the HTML report's column without
+    being scaled down; the cells carry their value where it can be read (:func:`heatmap_labels`)."""
     import numpy as np
 
     k = _primary(obj) if tol_index is None else tol_index
@@ -78,7 +100,7 @@ def heatmap(obj: Mapping[str, Any], tol_index: int | None = None) -> Figure:
     data = np.full((len(kinds), len(layers)), np.nan)
     for c in cells:
         data[kinds.index(c["kind"]), layers.index(int(c["layer"]))] = 100.0 * float(c["sparsity"][k])
-    fig = _figure(max(6.0, 0.35 * len(layers) + 2.5), max(3.0, 0.4 * len(kinds) + 1.5))
+    fig = _figure(width, max(3.0, 0.42 * len(kinds) + 1.7))
     ax = fig.add_subplot()
     tol = _fmt_tol(float(obj["tolerances"][k]))
     if not layers:
@@ -86,20 +108,24 @@ def heatmap(obj: Mapping[str, Any], tol_index: int | None = None) -> Figure:
         ax.set_axis_off()
         return fig
     im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap="viridis", interpolation="nearest")
-    ax.set_xticks(range(len(layers)), [str(x) for x in layers])
+    step = max(1, -(-len(layers) // 40))  # at most 40 layer ticks
+    ax.set_xticks(range(0, len(layers), step), [str(x) for x in layers[::step]])
     ax.set_yticks(range(len(kinds)), kinds)
     ax.set_xlabel("layer")
     ax.set_ylabel("matrix type")
     ax.set_title(f"Update sparsity (%) per layer and matrix type, tol {tol}")
-    if data.size <= 300:
+    labels = heatmap_labels(len(layers), width)
+    if labels is not None:
+        decimals, size = labels
         finite = data[np.isfinite(data)]
-        mid = float(np.nanmean(finite)) if finite.size else 0.0
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        mid = (lo + hi) / 2
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
                 if np.isfinite(data[i, j]):
-                    ax.text(j, i, f"{data[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                    ax.text(j, i, f"{data[i, j]:.{decimals}f}", ha="center", va="center", fontsize=size,
                             color="black" if data[i, j] >= mid else "white")  # fmt: skip
-    fig.colorbar(im, ax=ax, label=f"sparsity at {tol} (%)")
+    fig.colorbar(im, ax=ax, label=f"sparsity at {tol} (%)", fraction=0.04, pad=0.01)
     return fig
 
 
@@ -141,7 +167,7 @@ def tolerance_curve(obj: Mapping[str, Any]) -> Figure:
     ax.set_ylabel("update sparsity (%)")
     ax.set_title("Update sparsity vs tolerance")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
@@ -166,7 +192,7 @@ def ulp_histogram(obj: Mapping[str, Any]) -> Figure:
     ax.set_xlabel("ULP distance between base and target (ULPs of the stored dtype)")
     ax.set_ylabel("share of changed elements (%)")
     ax.set_title(f"Size of the changes ({zero:.2f}% of elements moved by 0 ULP)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 

@@ -7,11 +7,15 @@ Library::
     doc = run_study(load_config("configs/study.toml"))   # study.json + summary.md + PNGs
     print(doc["table1"]["rows"][0]["sparsity_at_1e-5"])
 
+(in a script, under ``if __name__ == "__main__":``: training runs in a spawned process, see
+:mod:`.numerics`.)
+
 Modules: :mod:`.config` (TOML/JSON configs), :mod:`.base` (base preparation and cache), :mod:`.data` (built-in
 data), :mod:`.lm` (tokenization, batching, sampling, bf16 saving), :mod:`.recipes` (SFT, DPO, GRPO, subnetwork
 training), :mod:`.runs` (datasets and runs cached by recipe), :mod:`.pipeline` (the steps and the JSON
 document), :mod:`.tables` (Markdown), :mod:`.figures` (the study's own plots), :mod:`.tiny` (a tiny random
-Llama with an offline tokenizer). CLI: ``subnetscope study CONFIG``.
+Llama with an offline tokenizer), :mod:`.numerics` (the worker with reproducible kernels),
+:mod:`.bench_numerics` (what they cost). CLI: ``subnetscope study CONFIG``.
 """
 
 from __future__ import annotations

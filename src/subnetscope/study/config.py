@@ -120,6 +120,7 @@ class AnalysisSpec:
     table1: tuple[str, ...] = ()
     overlap: tuple[OverlapSpec, ...] = ()
     conjecture: tuple[str, str] | None = None  #: (full, sub)
+    rank: tuple[str, ...] = ()  #: runs whose every 2-D update is ranked (Table 2)
     series: str | None = None
     heatmap: tuple[str, ...] = ()
     ulp: tuple[str, ...] = ()
@@ -265,6 +266,7 @@ def parse_config(obj: dict[str, Any], source: Path | None = None) -> StudyConfig
         overlap=overlaps,
         conjecture=(check(conj["full"], "conjecture"), check(conj["sub"], "conjecture")) if conj else None,
         series=check(a["series"], "series") if a.get("series") else None,
+        rank=tuple(check(x, "rank") for x in a.get("rank", [])),
         heatmap=tuple(check(x, "heatmap") for x in a.get("heatmap", [])),
         ulp=tuple(check(x, "ulp") for x in a.get("ulp", [])),
         loss_curves=tuple(check(x, "loss_curves") for x in a.get("loss_curves", names)),

@@ -111,3 +111,25 @@ def change_vs_magnitude(curves: Mapping[str, Sequence[tuple[int, int, int]]]) ->
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def series_sparsity(
+    run: str, steps: Sequence[int], vs_init: Sequence[float], vs_prev: Sequence[float | None]
+) -> Any:
+    """Sparsity of each checkpoint against the base and against the checkpoint before it (paper Figure 7 /
+    App. D), in percent, against the training step."""
+    fig = _figure(7.0, 4.0)
+    ax = fig.add_subplot()
+    ax.plot(steps, [100.0 * v for v in vs_init], marker="o", label="vs the base")
+    prev = [(s, 100.0 * v) for s, v in zip(steps, vs_prev) if v is not None]
+    if prev:
+        ax.plot([p[0] for p in prev], [p[1] for p in prev], marker="s", label="vs the previous checkpoint")
+    for s, v in zip(steps, vs_init):
+        ax.annotate(f"{100 * v:.1f}", (s, 100.0 * v), textcoords="offset points", xytext=(0, 7),
+                    ha="center", fontsize=8)  # fmt: skip
+    ax.set_xlabel("training step of the checkpoint")
+    ax.set_ylabel("update sparsity (%)")
+    ax.set_title(f"{run}: sparsity of each checkpoint (paper Figure 7)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

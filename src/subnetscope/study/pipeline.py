@@ -8,6 +8,8 @@ Steps, in order (each logged on stderr with its time; training runs are cached, 
    run), then ``compare`` it with the base with ULP histograms and its update mask in the same pass
    (:func:`subnetscope.anatomy.ulp.compare_ulp`).
 4. ``table1``: update sparsity per run and tolerance, and per matrix type (paper Tables 1 and 6).
+4b. ``table2``: :func:`subnetscope.anatomy.rank.rank_report` of every 2-D update of the configured runs
+   (paper Table 2; cached per run in the work directory).
 5. ``table4``: :func:`subnetscope.overlap.overlap` of the configured pairs of masks, with the uniform and
    the magnitude-matched random baselines.
 6. ``conjecture``: :func:`subnetscope.train.conjecture` of the full and subnetwork runs (paper §4, Table 3).
@@ -38,6 +40,7 @@ from ..io.atomic import write_text_atomic
 from ..report.schema import SCHEMA_VERSION
 from .base import cache_dir, prepare_base
 from .config import StudyConfig
+from .numerics import NumericsWorker, mode_id, numerics_mode
 from .runs import Dataset, RunRecord, base_identity, build_data, ensure_run
 
 REPORT_KIND = "subnetscope.study"
@@ -49,6 +52,8 @@ PAPER = {
     "10 models; SFT is the contrast that updates much more",
     "table4": "subnetworks from different seeds, data and algorithms overlap substantially more than the "
     "uniform random baseline (App. E: o1_random = density of run 2)",
+    "table2": "RL updates are sparse but nearly full-rank: the update matrices have on average more than 99 % "
+    "of the maximum rank",
     "table3": "θ_sub vs θ_full identical on 94.0 % (DPO) / 90.5 % (PRIME) of weights at 1e-5, 100 % at 1e-4",
     "figure2": "PRIME: 72 % never updated, 8 % updated then cancelled, 20 % final subnetwork",
     "figure3": "nearly all parameter matrices receive similarly sparse updates (no layer is frozen)",
@@ -73,11 +78,13 @@ class StudyContext:
     datasets: dict[str, Dataset] = field(default_factory=dict)
     runs: dict[str, RunRecord] = field(default_factory=dict)
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)  #: run → compare JSON (with ULP)
+    ranks: dict[str, dict[str, Any]] = field(default_factory=dict)  #: run → rank JSON (Table 2)
     masks: dict[str, Path] = field(default_factory=dict)  #: run → mask file at 1e-5
     timings: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    worker: NumericsWorker | None = None  #: where torch computes (sampling, training): see :mod:`.numerics`
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -128,7 +135,7 @@ def step_data(ctx: StudyContext) -> None:
     with ctx.step("data"):
         for name in dict.fromkeys(r.data for r in ctx.cfg.runs):
             ctx.datasets[name] = build_data(
-                ctx.cfg.data[name], ctx.base_dir, ctx.cache, ctx.base_id, ctx.progress
+                ctx.cfg.data[name], ctx.base_dir, ctx.cache, ctx.base_id, ctx.progress, ctx.worker
             )
 
 
@@ -181,6 +188,7 @@ def step_runs(ctx: StudyContext) -> None:
                 mask_path=mask,
                 mask_digest=mdig,
                 progress=ctx.progress,
+                worker=ctx.worker,
             )
             ctx.runs[spec.name] = rec
             measure(ctx, spec.name)
@@ -219,6 +227,64 @@ def step_table1(ctx: StudyContext) -> None:
                 }
             )
         ctx.results["table1"] = {"tolerance": PRIMARY_TOL, "rows": rows, "paper": PAPER["table1"]}
+
+
+def _rank_of(ctx: StudyContext, name: str) -> dict[str, Any]:
+    """The rank report of run ``name`` (from the work directory when it was made for this very run)."""
+    from ..anatomy.rank import rank_report
+
+    assert ctx.base_dir is not None
+    rec = ctx.runs[name]
+    path = ctx.work / "rank" / f"{name}.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("study_run_key") == rec.key and old.get("study_base") == ctx.base_id:
+            return dict(old)
+    t0 = time.time()
+    obj = rank_report(ctx.base_dir, rec.path, device="cpu", progress=ctx.progress).to_json()
+    obj["target"]["ref"] = name
+    obj.update(study_run_key=rec.key, study_base=ctx.base_id, seconds=round(time.time() - t0, 2))
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+    return obj
+
+
+def step_table2(ctx: StudyContext) -> None:
+    """Table 2: the rank of every 2-D update of the configured runs, as % of the maximum, per run and per
+    matrix type (:func:`subnetscope.anatomy.rank.rank_report`; cached per run in the work directory)."""
+    if not ctx.cfg.analysis.rank:
+        return
+
+    def run() -> None:
+        rows = []
+        for name in ctx.cfg.analysis.rank:
+            obj = ctx.ranks[name] = _rank_of(ctx, name)
+            ov = obj["overall"]
+            mults = obj["rtol_multipliers"]
+            rows.append(
+                {
+                    "run": name,
+                    "algo": ctx.runs[name].spec.algo,
+                    "subnetwork_of": ctx.runs[name].spec.mask_from,
+                    "matrices": ov["matrices"],
+                    "mean_rank_pct": ov["mean_rank_pct"],
+                    "min_rank_pct": ov["min_rank_pct"],
+                    "full_rank": ov["full_rank"],
+                    "mean_effective_rank_pct": ov["mean_effective_rank_pct"],
+                    "mean_stable_rank": ov["mean_stable_rank"],
+                    "rtol_multipliers": mults,
+                    "mean_rank_pct_at": ov["mean_rank_pct_at"],
+                    "by_kind": {k: v["mean_rank_pct"] for k, v in obj["by_kind"].items()},
+                    "seconds": obj.get("seconds"),
+                }
+            )
+        ctx.results["table2"] = {
+            "tolerance": "sigma_max * max(rows, cols) * eps(float32), as torch.linalg.matrix_rank",
+            "rows": rows,
+            "paper": PAPER["table2"],
+        }
+
+    with ctx.step("table2"):
+        _optional(ctx, "table2", run)
 
 
 def step_table4(ctx: StudyContext) -> None:
@@ -427,7 +493,10 @@ def step_figures(ctx: StudyContext) -> None:
             names = list(ctx.reports)
             path = ctx.work / "report.html"
             write_html(
-                path, [ctx.reports[n] for n in names], names, title=f"subnetscope study: {ctx.cfg.name}"
+                path,
+                [*(ctx.reports[n] for n in names), *ctx.ranks.values()],
+                names,
+                title=f"subnetscope study: {ctx.cfg.name}",
             )
             ctx.results["html"] = str(path)
 
@@ -463,6 +532,15 @@ def step_figures(ctx: StudyContext) -> None:
         f2 = ctx.results.get("figure2")
         if f2:
             _png(ctx, figures.split_bars(f2["splits"]), "fig2_split")
+            se = f2.get("series")
+            if se and se["steps"]:
+                last = ctx.runs[se["run"]].spec.steps  # the final model has no step in its name
+                steps = [int(s) if s is not None else last for s in se["steps"]]
+                _png(
+                    ctx,
+                    figures.series_sparsity(se["run"], steps, se["sparsity_vs_init"], se["sparsity_vs_prev"]),
+                    "fig7_series",
+                )
         t4 = ctx.results.get("table4")
         if t4:
             seen: dict[str, list[tuple[int, int, int]]] = {}
@@ -504,6 +582,9 @@ def study_json(ctx: StudyContext, total: float) -> dict[str, Any]:
                 "path": str(r.path),
                 "cached": r.cached,
                 "train_seconds": r.log.get("seconds"),
+                "train_cpu_seconds": r.log.get("cpu_seconds"),
+                "train_threads": r.log.get("threads"),
+                "numerics": (r.log.get("numerics") or {}).get("id"),
                 "losses": r.log["losses"],
                 "metrics": r.log["metrics"],
                 "checkpoints": r.log.get("checkpoints", []),
@@ -523,10 +604,11 @@ def study_json(ctx: StudyContext, total: float) -> dict[str, Any]:
 
 
 def choose_threads() -> dict[str, Any]:
-    """Torch's CPU threads for the study: ``SUBNETSCOPE_THREADS`` if set; else 1 when the machine is already
-    busy (1-minute load average at least the CPU count), where more threads than free cores make every
-    OpenMP barrier wait for a descheduled thread (1.5–3× slower measured on a shared 2-core machine); else
-    torch's default. Returns what was chosen and why."""
+    """Torch's CPU threads for the study's worker: ``SUBNETSCOPE_THREADS`` if set; else 1 when the machine
+    is already busy (1-minute load average at least the CPU count), where more threads than free cores make
+    every OpenMP barrier wait for a descheduled thread (1.5–3× slower measured on a shared 2-core machine);
+    else torch's default. Only speed depends on it: in the default numerics mode the trained weights are the
+    same bits for every thread count (:mod:`.numerics`). Returns what was chosen and why."""
     import os
 
     import torch
@@ -540,8 +622,19 @@ def choose_threads() -> dict[str, Any]:
         n, why = 1, f"machine busy (load {load:.1f} on {cpus} CPUs)"
     else:
         n, why = torch.get_num_threads(), "torch default"
-    torch.set_num_threads(n)
     return {"threads": n, "why": why, "load_average": round(load, 2), "cpus": cpus}
+
+
+def _numerics_record(ctx: StudyContext) -> dict[str, Any]:
+    """What the runs were computed with: the worker's own report when it ran, else what the cached runs
+    recorded when they were trained."""
+    if ctx.worker is not None and ctx.worker.info:
+        return {**ctx.worker.info, "source": "this invocation's worker"}
+    for rec in ctx.runs.values():
+        n = rec.log.get("numerics")
+        if n:
+            return {**n, "source": f"recorded when {rec.spec.name} was trained"}
+    return {"mode": numerics_mode(), "id": mode_id(), "source": "nothing was computed with torch"}
 
 
 def run_study(
@@ -552,7 +645,11 @@ def run_study(
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole study of ``cfg`` and return its JSON document (also written to ``<out>/study.json``,
-    with ``summary.md`` beside it)."""
+    with ``summary.md`` beside it).
+
+    Sampling and training run in a spawned worker process (:mod:`.numerics`), which imports the calling
+    script's main module again: a script that calls this must do so under ``if __name__ == "__main__":``
+    (Python's rule for spawned processes; the CLI and ``python -m subnetscope.demo`` already do)."""
     from .tables import render_markdown
 
     t0 = time.time()
@@ -572,12 +669,21 @@ def run_study(
     )
     with write_errors(ctx.out):
         ctx.out.mkdir(parents=True, exist_ok=True)
-    ctx.results["threads"] = choose_threads()
-    _log(f"[study] torch threads: {ctx.results['threads']['threads']} ({ctx.results['threads']['why']})")
-    step_base(ctx)
-    step_data(ctx)
-    step_runs(ctx)
+    th = ctx.results["threads"] = choose_threads()
+    mode = numerics_mode()
+    _log(f"[study] torch threads: {th['threads']} ({th['why']}); numerics: {mode_id(mode)}")
+    ctx.worker = NumericsWorker(mode, th["threads"])
+    try:
+        step_base(ctx)
+        step_data(ctx)
+        step_runs(ctx)
+    finally:
+        ctx.worker.close()
+    ctx.results["numerics"] = num = _numerics_record(ctx)
+    if num.get("why_not"):
+        _log(f"[study] numerics not reproducible here: {'; '.join(num['why_not'])}")
     step_table1(ctx)
+    step_table2(ctx)
     step_table4(ctx)
     step_conjecture(ctx)
     with ctx.step("figure2"):

@@ -204,7 +204,7 @@ def train(
     byte-identical to the base); with ``spec.track`` an :class:`~subnetscope.train.UpdateTracker` writes
     ``out_dir/tracker``.
     """
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     out = Path(out_dir)
     torch.manual_seed(spec.seed)
     model, tok = load_for_training(base_dir)
@@ -276,4 +276,6 @@ def train(
         log.extra["frozen_changed"] = int(handle.verify())
         handle.remove()
     log.seconds = time.time() - t0
+    log.extra["cpu_seconds"] = time.process_time() - c0
+    log.extra["threads"] = torch.get_num_threads()
     return log

@@ -15,12 +15,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..io.atomic import atomic_dir, write_text_atomic
 from .config import DataSpec, RunSpec
 from .data import addition_problems, choose, dpo_prompts, sft_examples
+from .numerics import mode_id
 from .recipes import RECIPE_VERSION, Pair, TrainLog, train
+
+if TYPE_CHECKING:
+    from .numerics import NumericsWorker
 
 DATA_VERSION = "1"
 
@@ -44,8 +48,17 @@ def base_identity(base_dir: str | Path) -> str:
 
 
 def data_key(spec: DataSpec, base_id: str) -> str:
-    """Cache key of a dataset (sampled pairs depend on the base; built-in data does not)."""
-    return digest({"v": DATA_VERSION, **spec.key_fields(), "base": base_id if spec.kind == "pairs" else None})
+    """Cache key of a dataset (sampled pairs depend on the base and on the numerics mode, see
+    :mod:`.numerics`; built-in data does not)."""
+    sampled = spec.kind == "pairs"
+    return digest(
+        {
+            "v": DATA_VERSION,
+            **spec.key_fields(),
+            "base": base_id if sampled else None,
+            **({"numerics": mode_id()} if sampled else {}),
+        }
+    )
 
 
 def sample_pairs(spec: DataSpec, base_dir: str | Path, progress: bool = True) -> list[Pair]:
@@ -95,9 +108,16 @@ class Dataset:
 
 
 def build_data(
-    spec: DataSpec, base_dir: str | Path, cache: Path, base_id: str, progress: bool = True
+    spec: DataSpec,
+    base_dir: str | Path,
+    cache: Path,
+    base_id: str,
+    progress: bool = True,
+    worker: NumericsWorker | None = None,
 ) -> Dataset:
-    """The dataset ``spec`` (sampled pairs are cached; the built-in ones are regenerated, instantly)."""
+    """The dataset ``spec`` (sampled pairs are cached; the built-in ones are regenerated, instantly).
+
+    Pairs are sampled in ``worker`` when one is given (see :mod:`.numerics`), else in this process."""
     key = data_key(spec, base_id)
     if spec.kind == "sft":
         return Dataset(spec, key, sft_examples(spec.n, spec.seed))
@@ -108,7 +128,11 @@ def build_data(
         obj = json.loads(path.read_text())
         return Dataset(spec, key, [Pair(**p) for p in obj["pairs"]], path)
     t0 = time.time()
-    pairs = sample_pairs(spec, base_dir, progress)
+    pairs = (
+        worker.call(sample_pairs, spec, base_dir, progress)
+        if worker
+        else sample_pairs(spec, base_dir, progress)
+    )
     write_text_atomic(
         path,
         json.dumps(
@@ -126,9 +150,16 @@ def build_data(
 
 
 def run_key(spec: RunSpec, data: Dataset, base_id: str, mask_digest: str | None) -> str:
-    """Cache key of a training run."""
+    """Cache key of a training run (the numerics mode is part of it: see :mod:`.numerics`)."""
     return digest(
-        {"v": RECIPE_VERSION, **spec.key_fields(), "data": data.key, "base": base_id, "mask": mask_digest}
+        {
+            "v": RECIPE_VERSION,
+            **spec.key_fields(),
+            "data": data.key,
+            "base": base_id,
+            "mask": mask_digest,
+            "numerics": mode_id(),
+        }
     )
 
 
@@ -167,10 +198,12 @@ def ensure_run(
     mask_path: Path | None = None,
     mask_digest: str | None = None,
     progress: bool = True,
+    worker: NumericsWorker | None = None,
 ) -> RunRecord:
     """The trained run ``spec``: from the cache when it is there, else trained now (and cached).
 
     ``mask_digest`` identifies the mask in the cache key (default: the digest of the mask file's bytes).
+    Training runs in ``worker`` when one is given (see :mod:`.numerics`), else in this process.
     """
     mdig = mask_digest or (file_digest(mask_path) if mask_path is not None else None)
     key = run_key(spec, data, base_id, mdig)
@@ -183,7 +216,14 @@ def ensure_run(
         + (f", subnetwork of {spec.mask_from}" if mask_path else "")
     )
     with atomic_dir(path, overwrite=True, owned=lambda _p: None) as tmp:  # our cache's folder for this key
-        log: TrainLog = train(spec, base_dir, tmp, data.items, mask_path=mask_path, progress=progress)
+        kw: dict[str, Any] = {"mask_path": mask_path, "progress": progress}
+        log: TrainLog = (
+            worker.call(train, spec, base_dir, tmp, data.items, **kw)
+            if worker
+            else train(spec, base_dir, tmp, data.items, **kw)
+        )
+        if worker:
+            log.extra["numerics"] = worker.info
         doc = {
             "spec": asdict(spec),
             "key": key,

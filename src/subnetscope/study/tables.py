@@ -55,6 +55,27 @@ def table1_kinds(doc: Mapping[str, Any]) -> str:
     return md_table(["run", *kinds], [[r["run"], *(_pct(r["by_kind"].get(k)) for k in kinds)] for r in rows])
 
 
+def table2(doc: Mapping[str, Any]) -> str:
+    """Table 2: mean rank of the 2-D updates as % of the maximum, per run, with the per-type means."""
+    rows = doc["table2"]["rows"]
+    kinds = [k for k in KINDS if any(k in r["by_kind"] for r in rows)]
+    return md_table(
+        ["run", "matrices", "mean rank", "lowest", "full rank", "effective rank", *kinds],
+        [
+            [
+                r["run"],
+                r["matrices"],
+                _pct(r["mean_rank_pct"] / 100, 2),
+                _pct(r["min_rank_pct"] / 100, 1),
+                f"{r['full_rank']}/{r['matrices']}",
+                _pct(r["mean_effective_rank_pct"] / 100, 1),
+                *(_pct(r["by_kind"][k] / 100, 2) if k in r["by_kind"] else "–" for k in kinds),
+            ]
+            for r in rows
+        ],
+    )
+
+
 def table4(doc: Mapping[str, Any]) -> str:
     """Table 4: overlap of subnetworks with the uniform and magnitude-matched random baselines."""
     rows = [
@@ -183,6 +204,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     sections: list[tuple[str, str, Any]] = [
         ("table1", "Table 1: update sparsity per run (and Table 6: per tolerance)", table1),
         ("table1", "Update sparsity per matrix type (tol 1e-5)", table1_kinds),
+        ("table2", "Table 2: rank of the updates (% of the maximum rank, mean over 2-D matrices)", table2),
         ("table4", "Table 4: overlap of the subnetworks (tol 1e-5)", table4),
         ("table3", "Table 3 / §4: subnetwork finetuning vs full finetuning", table3),
         ("figure2", "Figure 2: never updated / cancelled / final subnetwork", figure2),
@@ -217,4 +239,18 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             "",
             f"Torch CPU threads: {th['threads']} ({th['why']}; load average {th['load_average']} on {th['cpus']} CPUs).",
         ]
+    num = doc.get("numerics")
+    if num:
+        line = f"Numerics: {num.get('id')}"
+        if "reproducible" in num:
+            line += (
+                f" (torch {num['torch']}, {num['cpu_capability']} kernels, probe fingerprint {num['fingerprint']}; "
+                + (
+                    "the same bits for any thread count"
+                    if num["reproducible"]
+                    else "NOT reproducible: " + "; ".join(num["why_not"])
+                )
+                + ")"
+            )
+        out += ["", line + "."]
     return "\n".join(out)

@@ -48,16 +48,29 @@ def tiny_tokenizer(vocab_size: int = 512) -> Any:
     return tok
 
 
+#: rows of the tiny model's (tied) embedding: the tokenizer's 512 tokens, padded as Qwen2 pads its
+#: 151,643 tokens to 151,936 rows. The padding gives the language-model head a long inner product, like
+#: SmolLM2's 49,152 rows: MKL splits such a product across threads (see :mod:`.numerics`), so the
+#: miniature study exercises what makes the thread count matter in the real one.
+PADDED_VOCAB = 16384
+
+
 def make_tiny_base(
-    out: str | os.PathLike[str], seed: int = 0, hidden: int = 32, layers: int = 2, vocab_size: int = 512
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    vocab_size: int = 512,
+    padded_vocab: int = PADDED_VOCAB,
 ) -> Path:
-    """Write a tiny random ``LlamaForCausalLM`` (bf16 safetensors, tied embeddings) and its tokenizer."""
+    """Write a tiny random ``LlamaForCausalLM`` (bf16 safetensors, tied embeddings of ``padded_vocab``
+    rows) and its tokenizer of ``vocab_size`` tokens."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer(vocab_size)
     cfg = LlamaConfig(
-        vocab_size=len(tok),
+        vocab_size=max(len(tok), padded_vocab),
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
