@@ -74,3 +74,7 @@ class DeltaFormatError(SubnetscopeError):
 
 class UsageError(SubnetscopeError):
     """Arguments that do not make sense together."""
+
+
+class SyncError(SubnetscopeError):
+    """A weight-sync patch that cannot be made or applied (the subclasses live in :mod:`subnetscope.sync`)."""

@@ -1,0 +1,197 @@
+"""The sender: keeps one snapshot of the weights it last sent and turns what changed into patches."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..delta import kernels as dk
+from ..delta.encode import to_planes
+from . import kernels
+from .bits import bits_view, is_float, wire_name
+from .errors import SyncStructureError
+from .hashing import Digest, hex64, model_digest, tensor_hash
+from .patch import LEVEL, Patch, TensorEntry, pack
+from .state import CHUNK, Layout, blocks, canonical, layout_of, named_tensors
+
+
+class Sender:
+    """The trainer's side of a sync stream.
+
+    Args:
+        model: an ``nn.Module`` (parameters and persistent buffers, as ``state_dict`` names them) or a
+            mapping of names to tensors; read again at every :meth:`diff`, so it may be trained in place.
+        dtype: send every tensor cast to this dtype (e.g. ``torch.bfloat16`` for a trainer that keeps fp32
+            masters and serves bf16 weights); None sends each tensor in its own dtype.
+        level: zstd level of the patch streams.
+
+    The snapshot (one copy of the weights in the sent dtype, on each tensor's own device) is the state of
+    the last patch; :meth:`diff` compares the model against it, on the device, and moves only the changed
+    positions and values to the host.
+    """
+
+    def __init__(self, model: Any, *, dtype: torch.dtype | None = None, level: int = LEVEL) -> None:
+        self._model = model
+        self.dtype = dtype
+        self.level = level
+        self.stream = secrets.token_hex(8)  #: random id of this sender's stream
+        self.version = 0  #: the version of the last patch (0: the starting weights)
+        self._bitmap = np.empty(0, dtype=np.uint8)
+        self._values: dict[int, np.ndarray] = {}
+        self._take(*self._read())
+
+    # -- state ------------------------------------------------------------------------------------------
+
+    def _read(self) -> tuple[dict[str, torch.Tensor], dict[str, str], Layout]:
+        tensors, aliases = canonical(named_tensors(self._model))
+        return tensors, aliases, layout_of(tensors, aliases, self.dtype)
+
+    def _take(self, tensors: dict[str, torch.Tensor], aliases: dict[str, str], layout: Layout) -> None:
+        """Snapshot ``tensors`` (a fresh copy, cast to the sent dtype) and hash them."""
+        self._snap: dict[str, torch.Tensor] = {}
+        for name, t in tensors.items():
+            snap = torch.empty(t.shape, dtype=self.dtype or t.dtype, device=t.device)
+            with torch.no_grad():
+                snap.copy_(t)
+            self._snap[name] = snap
+        self._aliases = aliases
+        self._layout = layout
+        self._hash = {n: tensor_hash(s) for n, s in self._snap.items()}
+        self._digest = self._model_digest()
+
+    def _model_digest(self) -> str:
+        return model_digest({n: (self._layout.tensors[n][0], self._layout.tensors[n][1], h)
+                             for n, h in self._hash.items()})  # fmt: skip
+
+    def digest(self) -> Digest:
+        """The digest of the model's current weights (in the sent dtype): a full pass over them."""
+        tensors, aliases, layout = self._read()
+        hashes = {n: tensor_hash(t, self.dtype) for n, t in tensors.items()}
+        model = model_digest({n: (layout.tensors[n][0], layout.tensors[n][1], h) for n, h in hashes.items()})
+        return Digest(model, {n: hex64(h) for n, h in hashes.items()})
+
+    @property
+    def snapshot(self) -> Mapping[str, torch.Tensor]:
+        """The weights as of the last patch (read-only by contract: the next diff compares against it)."""
+        return self._snap
+
+    # -- patches ----------------------------------------------------------------------------------------
+
+    def _scratch(self, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        if self._bitmap.shape[0] < (n + 7) // 8:
+            self._bitmap = np.empty((n + 7) // 8, dtype=np.uint8)
+        v = self._values.get(dtype.itemsize)
+        if v is None or v.shape[0] < n:
+            v = self._values[dtype.itemsize] = np.empty(max(n, CHUNK), dtype=dtype)
+        return self._bitmap[: (n + 7) // 8], v[:n].view(dtype)
+
+    def _changes(self, t: torch.Tensor, snap: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions, old bits and new bits (host arrays) where ``t`` (cast) differs from ``snap``; the
+        snapshot is updated there."""
+        flat_snap = bits_view(snap).view(-1)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for start, blk in blocks(t.detach()):
+            cur = blk if blk.dtype == snap.dtype else blk.to(snap.dtype)
+            sb = flat_snap[start : start + cur.shape[0]]
+            cb = bits_view(cur)
+            if sb.device.type == "cpu":
+                a, b = sb.numpy(), cb.numpy()
+                bitmap, values = self._scratch(a.shape[0], a.dtype)
+                k = dk.diff_pack(a, b, bitmap, values)
+                if not k:
+                    continue
+                new = values[:k].copy()
+                local, old = kernels.take(bitmap, a, new, k)
+            else:
+                pos = (sb != cb).nonzero().squeeze(1)
+                if not pos.numel():
+                    continue
+                new_t = cb[pos]
+                old_t = sb[pos]
+                sb[pos] = new_t
+                local, old, new = pos.cpu().numpy(), old_t.cpu().numpy(), new_t.cpu().numpy()
+            parts.append((local + start, old, new))
+        u = np.dtype(f"u{snap.element_size()}")
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=u), np.zeros(0, dtype=u)
+        if len(parts) == 1:
+            return parts[0][0], parts[0][1].view(u), parts[0][2].view(u)
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).view(u),
+                np.concatenate([p[2] for p in parts]).view(u))  # fmt: skip
+
+    def _check_structure(self) -> dict[str, torch.Tensor]:
+        tensors, aliases, layout = self._read()
+        if layout != self._layout:
+            raise SyncStructureError(
+                f"the model changed structure since version {self.version}: "
+                f"{self._layout.describe_difference(layout)}",
+                "send an anchor with sender.full() (receivers must then hold the new structure)",
+            )
+        return tensors
+
+    def diff(self, meta: dict[str, Any] | None = None) -> Patch:
+        """What changed since the last patch (or since construction), as the next version's patch.
+
+        ``meta``: JSON-serialisable data carried along (e.g. ``{"step": 12}``).
+        """
+        tensors = self._check_structure()
+        parent_digest = self._digest
+        entries: list[TensorEntry] = []
+        pos8, posx, codes, esc = [], [], [], []
+        for name, t in tensors.items():
+            snap = self._snap[name]
+            idx, old, new = self._changes(t, snap)
+            dname = wire_name(snap.dtype)
+            x = e = 0
+            if idx.shape[0]:
+                small, extra, c, es, self._hash[name] = kernels.encode(
+                    idx, old, new, snap.element_size(), is_float(dname), self._hash[name]
+                )
+                pos8.append(small)
+                posx.append(extra)
+                codes.append(c)
+                esc.append(es)
+                x, e = len(extra), len(es)
+            entries.append(
+                TensorEntry(name, dname, tuple(snap.shape), hex64(self._hash[name]), int(idx.shape[0]), x, e)
+            )
+        self._digest = self._model_digest()
+        streams = []
+        for parts in (pos8, posx, codes, esc):
+            raw = b"".join(parts)
+            codec, stored = pack(raw, self.level)
+            streams.append((codec, stored, len(raw)))
+        self.version += 1
+        return Patch("diff", self.stream, self.version, self.version - 1, parent_digest, self._digest, entries,
+                     dict(self._aliases), streams, dict(meta or {}))  # fmt: skip
+
+    def full(self, meta: dict[str, Any] | None = None) -> Patch:
+        """An anchor: every value of the model's current weights, as the next version. Any receiver with
+        the same tensor names, shapes and dtypes can start from it. If the model changed structure, the
+        sender adopts the new one here."""
+        tensors, aliases, layout = self._read()
+        if layout != self._layout:
+            self._take(tensors, aliases, layout)
+        else:
+            for name, t in tensors.items():
+                with torch.no_grad():
+                    self._snap[name].copy_(t)
+                self._hash[name] = tensor_hash(self._snap[name])
+            self._digest = self._model_digest()
+        entries, streams = [], []
+        for name, snap in self._snap.items():
+            raw = to_planes(bits_view(snap).reshape(-1).cpu().numpy())
+            codec, stored = pack(raw, self.level)
+            streams.append((codec, stored, len(raw)))
+            entries.append(
+                TensorEntry(
+                    name, wire_name(snap.dtype), tuple(snap.shape), hex64(self._hash[name]), snap.numel()
+                )
+            )
+        self.version += 1
+        return Patch("full", self.stream, self.version, None, None, self._digest, entries, dict(self._aliases),
+                     streams, dict(meta or {}))  # fmt: skip
