@@ -97,9 +97,11 @@ class Receiver:
                 "skip it; apply the patches after the version held",
             )
         if p.parent > self.version:
+            missing = (f"patch {p.parent} is" if p.parent == self.version + 1
+                       else f"patches {self.version + 1}..{p.parent} are")  # fmt: skip
             raise SyncGapError(
                 f"{where}: applies on version {p.parent}, the receiver holds version {self.version} "
-                f"(patches {self.version + 1}..{p.parent} are missing)",
+                f"({missing} missing)",
                 f"apply the missing patches first, or {_ANCHOR}",
             )
         if p.parent != self.version or p.parent_digest != self._digest:
@@ -175,9 +177,9 @@ class Receiver:
         if not isinstance(patch, Patch):
             patch = Patch.from_bytes(patch, where or "patch")
         where = where or f"patch {patch.version}"
-        self._check_chain(patch, where)
         theirs = Layout({t.name: (t.dtype, t.shape) for t in patch.tensors}, dict(patch.aliases))
         check_layout(self._layout, theirs, where, "receiver")
+        self._check_chain(patch, where)
         changes = self._decode(patch, where)
         for c in changes:
             self._write(c, "new")
