@@ -34,12 +34,23 @@ from .patch import Patch, PatchStats, TensorEntry
 from .receiver import Receiver
 from .sender import Sender
 
+
+def __getattr__(name: str) -> object:
+    """``sync.SyncCallback`` imported on first use (it needs transformers)."""
+    if name == "SyncCallback":
+        from .callback import SyncCallback
+
+        return SyncCallback
+    raise AttributeError(name)
+
+
 __all__ = [
     "Digest",
     "Patch",
     "PatchStats",
     "Receiver",
     "Sender",
+    "SyncCallback",
     "SyncChainError",
     "SyncError",
     "SyncFormatError",

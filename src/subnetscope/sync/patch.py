@@ -206,6 +206,8 @@ class Patch:
                 f"{where}: is in sync format {fmt}; this subnetscope reads format {FORMAT}",
                 "upgrade subnetscope on this side, or send from the same version",
             )
+        if total < _PRE.size + TRAILER:
+            raise SyncFormatError(f"{where}: declares a length of {total} bytes (damaged)", _HINT)
         if len(data) < total:
             raise SyncFormatError(f"{where}: is truncated ({len(data)} of {total} bytes)", _HINT)
         if len(data) > total:
