@@ -144,21 +144,38 @@ def _values_nb(idx, old, codes, esc, width, floating, new):  # pragma: no cover 
     return 0, hd
 
 
-def _take_nb(bitmap, n, a, values, idx, old):  # pragma: no cover - jitted
+def _take_nb(words, a, values, idx, old):  # pragma: no cover - jitted
     k = 0
-    for j in range(bitmap.shape[0]):
-        byte = bitmap[j]
-        if byte == 0:
-            continue
-        base = j << 3
-        for t in range(8):
-            if (byte >> t) & 1:
-                i = base + t
-                if i < n:
-                    idx[k] = i
-                    old[k] = a[i]
-                    a[i] = values[k]
-                    k += 1
+    one = np.uint64(1)
+    for j in range(words.shape[0]):
+        w = words[j]
+        while w:
+            low = w & (~w + one)
+            x = low
+            t = 0
+            if x >= np.uint64(1 << 32):
+                t += 32
+                x >>= np.uint64(32)
+            if x >= np.uint64(1 << 16):
+                t += 16
+                x >>= np.uint64(16)
+            if x >= np.uint64(1 << 8):
+                t += 8
+                x >>= np.uint64(8)
+            if x >= np.uint64(1 << 4):
+                t += 4
+                x >>= np.uint64(4)
+            if x >= np.uint64(1 << 2):
+                t += 2
+                x >>= np.uint64(2)
+            if x >= np.uint64(2):
+                t += 1
+            i = (j << 6) + t
+            idx[k] = i
+            old[k] = a[i]
+            a[i] = values[k]
+            k += 1
+            w ^= low
     return k
 
 
@@ -178,11 +195,12 @@ def _jit() -> tuple[Any, Any, Any, Any]:
 def take(bitmap: np.ndarray, a: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """After :func:`~subnetscope.delta.kernels.diff_pack`: the ``k`` positions of the set bits of
     ``bitmap`` and the old values of ``a`` there, and ``a`` set to ``values[:k]`` there (the snapshot
-    update), in one loop over the set bits."""
-    idx = np.empty(k, dtype=np.int64)
+    update), in one loop over the set bits, 64 bits at a time. ``bitmap`` must hold a multiple of 8 bytes
+    (zero past the ``len(a)`` bits)."""
     if numba_enabled():
+        idx = np.empty(k, dtype=np.int64)
         old = np.empty(k, dtype=a.dtype)
-        got = _jit()[3](bitmap, a.shape[0], a, values, idx, old)
+        got = _jit()[3](bitmap.view(np.uint64), a, values, idx, old)
         assert got == k
         return idx, old
     idx = np.flatnonzero(np.unpackbits(bitmap, count=a.shape[0], bitorder="little"))
