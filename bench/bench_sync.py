@@ -46,14 +46,22 @@ def zlen(data: bytes, level: int) -> int:
 # -- the layouts of the same changes -------------------------------------------------------------------------
 
 
-def changes(prev: dict[str, torch.Tensor], now: dict[str, torch.Tensor]) -> list[tuple[tuple[int, ...], np.ndarray, np.ndarray]]:
+def changes(
+    prev: dict[str, torch.Tensor], now: dict[str, torch.Tensor]
+) -> list[tuple[tuple[int, ...], np.ndarray, np.ndarray]]:
     """Per tensor with changes: (shape, flat positions, new raw bits as uint16)."""
     out = []
     for k, a in now.items():
         d = (B.bits_view(a) != B.bits_view(prev[k])).reshape(-1)
         idx = torch.nonzero(d).squeeze(1)
         if idx.numel():
-            out.append((tuple(a.shape), idx.cpu().numpy(), B.bits_view(a).reshape(-1)[idx].cpu().numpy().view(np.uint16)))
+            out.append(
+                (
+                    tuple(a.shape),
+                    idx.cpu().numpy(),
+                    B.bits_view(a).reshape(-1)[idx].cpu().numpy().view(np.uint16),
+                )
+            )
     return out
 
 
@@ -105,7 +113,9 @@ def row(name: str, k: int, sizes: dict[str, int], ours: int) -> str:
             f" {ours / sizes['grail']:>9.3f}x")  # fmt: skip
 
 
-HEAD = f"{'patches':<24} {'changed':>12} {'TRL':>7} {'TRL+zstd':>9} {'grail':>7} {'ours':>7} {'ours/grail':>10}"
+HEAD = (
+    f"{'patches':<24} {'changed':>12} {'TRL':>7} {'TRL+zstd':>9} {'grail':>7} {'ours':>7} {'ours/grail':>10}"
+)
 
 
 def train_run(base: Path, lr: float, steps: int, seq: int, batch: int, device: str) -> tuple[str, list[str]]:
@@ -117,7 +127,11 @@ def train_run(base: Path, lr: float, steps: int, seq: int, batch: int, device: s
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).to(device)
     tok = AutoTokenizer.from_pretrained(str(base))
     texts = [f"{e.prompt}\n{e.response}" for e in sft_examples(steps * batch, seed=1)]
-    rollout = {k: v.detach().to(torch.bfloat16).clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    rollout = {
+        k: v.detach().to(torch.bfloat16).clone()
+        for k, v in model.state_dict().items()
+        if k != "lm_head.weight"
+    }
     sender = sync.Sender(model, dtype=torch.bfloat16)
     receiver = sync.Receiver(rollout)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -126,18 +140,24 @@ def train_run(base: Path, lr: float, steps: int, seq: int, batch: int, device: s
     t_diff = t_apply = 0.0
     lines = []
     for s in range(steps):
-        enc = tok(texts[s * batch : (s + 1) * batch], return_tensors="pt", padding="max_length", truncation=True, max_length=seq).to(device)
+        enc = tok(
+            texts[s * batch : (s + 1) * batch],
+            return_tensors="pt",
+            padding="max_length",
+            truncation=True,
+            max_length=seq,
+        ).to(device)
         loss = model(**enc, labels=enc["input_ids"]).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
         prev = {k: v.clone() for k, v in sender.snapshot.items()}
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         blob = sender.diff(meta={"step": s + 1}).to_bytes()
-        t_diff += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t_diff += time.process_time() - t0
+        t0 = time.process_time()
         receiver.apply(blob)
-        t_apply += time.perf_counter() - t0
+        t_apply += time.process_time() - t0
         p = sync.Patch.from_bytes(blob)
         for k, v in sender.snapshot.items():
             assert torch.equal(B.bits_view(v), B.bits_view(rollout[k])), k
@@ -148,18 +168,41 @@ def train_run(base: Path, lr: float, steps: int, seq: int, batch: int, device: s
         changed += p.stats.changed
         numel = p.stats.numel
         if s in (0, steps - 1):
-            lines.append(row(f"  lr {lr:g} step {s + 1}", p.stats.changed, sizes, len(blob)) + f"  density {100 * p.stats.density:.3f} %")
+            lines.append(
+                row(f"  lr {lr:g} step {s + 1}", p.stats.changed, sizes, len(blob))
+                + f"  density {100 * p.stats.density:.3f} %"
+            )
     assert receiver.digest() == sender.digest()
     nbytes = 2 * numel * steps
     lines.append(f"  diff (fp32 masters -> bf16 cast + compare + encode): {nbytes / t_diff / 1e9:.2f} GB/s of bf16 state; "
-                 f"apply: {nbytes / t_apply / 1e9:.2f} GB/s (default threads, {torch.get_num_threads()})")  # fmt: skip
-    return row(f"lr {lr:g}, {steps} steps", changed, total, ours) + f"  density {100 * changed / (numel * steps):.3f} %", lines
+                 f"apply: {nbytes / t_apply / 1e9:.2f} GB/s (per CPU second, {torch.get_num_threads()} torch threads)")  # fmt: skip
+    return row(
+        f"lr {lr:g}, {steps} steps", changed, total, ours
+    ) + f"  density {100 * changed / (numel * steps):.3f} %", lines
+
+
+def floor(prev: dict[str, torch.Tensor], cur: dict[str, torch.Tensor], k: int, numel: int) -> float:
+    """Bytes per changed element an ideal coder needs for i.i.d. uniform positions at this density plus
+    the empirical entropy of the ULP steps (what the synthetic generator draws from)."""
+    d = k / numel
+    pos = (-d * math.log2(d) - (1 - d) * math.log2(1 - d)) / d
+    steps = []
+    for name, a in cur.items():
+        o = B.bits_view(prev[name]).reshape(-1).numpy().view(np.uint16).astype(np.uint64)
+        n = B.bits_view(a).reshape(-1).numpy().view(np.uint16).astype(np.uint64)
+        m = o != n
+        steps.append(B.keys(n[m], 2, True).astype(np.int64) - B.keys(o[m], 2, True).astype(np.int64))
+    _, c = np.unique(np.concatenate(steps), return_counts=True)
+    p = c / c.sum()
+    return (pos - float((p * np.log2(p)).sum())) / 8
 
 
 def positions_table(densities: list[float]) -> list[str]:
     rng = np.random.default_rng(0)
     n = 20_000_000
-    out = [f"{'density':>8} {'floor':>7} {'varint+zstd':>12} {'bitmap+zstd':>12} {'ours+zstd':>10} {'ours+xz':>8} {'ours+bz2':>9}   (bytes per position)"]
+    out = [
+        f"{'density':>8} {'floor':>7} {'varint+zstd':>12} {'bitmap+zstd':>12} {'ours+zstd':>10} {'ours+xz':>8} {'ours+bz2':>9}   (bytes per position)"
+    ]
     for d in densities:
         idx = np.flatnonzero(rng.random(n) < d)
         k = idx.shape[0]
@@ -175,39 +218,47 @@ def positions_table(densities: list[float]) -> list[str]:
     return out
 
 
-def speed(state: dict[str, torch.Tensor], density: float, rng: np.random.Generator, repeats: int, device: str) -> str:
+def speed(
+    state: dict[str, torch.Tensor],
+    density: float,
+    rng: np.random.Generator,
+    repeats: int,
+    device: str,
+    positions: str,
+) -> str:
     def sync_dev() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
 
     mine = {k: v.clone().to(device) for k, v in state.items()}
     theirs = {k: v.clone().to(device) for k, v in state.items()}
-    sender, receiver = sync.Sender(mine), sync.Receiver(theirs)
+    sender, receiver = sync.Sender(mine, positions=positions), sync.Receiver(theirs)
     copy = {k: v.clone() for k, v in mine.items()}
     nbytes = sum(v.numel() * v.element_size() for v in mine.values())
+    clock = time.process_time if device == "cpu" else time.perf_counter
     td, ta, te, ks = [], [], [], []
     for _ in range(repeats):
         synthetic_step(mine, density, rng) if device == "cpu" else synthetic_step_dev(mine, density, rng)
         sync_dev()
-        t0 = time.perf_counter()
+        t0 = clock()
         blob = sender.diff().to_bytes()
         sync_dev()
-        td.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        td.append(clock() - t0)
+        t0 = clock()
         receiver.apply(blob)
         sync_dev()
-        ta.append(time.perf_counter() - t0)
+        ta.append(clock() - t0)
         for k, v in mine.items():
             copy[k].copy_(v)
         sync_dev()
-        t0 = time.perf_counter()
+        t0 = clock()
         for k, v in mine.items():
             torch.equal(v, copy[k])
         sync_dev()
-        te.append(time.perf_counter() - t0)
+        te.append(clock() - t0)
         ks.append(sync.Patch.from_bytes(blob).stats.changed)
     d, a, e = min(td), min(ta), min(te)
-    return (f"{100 * density:>5.1f}%  diff {nbytes / d / 1e9:6.2f} GB/s ({e / d:.2f}x torch.equal)   apply {nbytes / a / 1e9:6.2f} GB/s "
+    return (f"{positions:>8} {100 * density:>5.1f}%  diff {nbytes / d / 1e9:6.2f} GB/s ({e / d:.2f}x torch.equal)   apply {nbytes / a / 1e9:6.2f} GB/s "
             f"({e / a:.2f}x torch.equal)   torch.equal {nbytes / e / 1e9:6.2f} GB/s   [{ks[-1]:,} changed]")  # fmt: skip
 
 
@@ -258,14 +309,22 @@ def main() -> None:
         blob = sender.diff().to_bytes()
         ch = changes(prev, cur)
         k = sum(i.shape[0] for _, i, _ in ch)
-        print(row(f"synthetic {100 * d:g} %", k, layouts(ch), len(blob)), flush=True)
+        print(
+            row(f"synthetic {100 * d:g} %", k, layouts(ch), len(blob))
+            + f"  floor {floor(prev, cur, k, numel):.3f}",
+            flush=True,
+        )
     print("\npositions alone, uniform random in 20M elements (floor: the entropy of the gaps)")
     for line in positions_table([0.005, 0.01, 0.02, 0.05, 0.10]):
         print(line)
     torch.set_num_threads(1)
-    print(f"\nspeed on one thread ({args.device}), bf16 state of {2 * numel / 1e6:.0f} MB, best of {args.repeats}")
-    for d in (0.001, *(float(x) for x in args.densities.split(","))):
-        print(speed(state, d, rng, args.repeats, args.device), flush=True)
+    what = "CPU seconds of one thread" if args.device == "cpu" else "wall seconds"
+    print(
+        f"\nspeed ({args.device}, {what}), bf16 state of {2 * numel / 1e6:.0f} MB, synthetic steps, best of {args.repeats}"
+    )
+    for positions in ("exponent", "flat"):
+        for d in (0.001, *(float(x) for x in args.densities.split(","))):
+            print(speed(state, d, rng, args.repeats, args.device, positions), flush=True)
 
 
 if __name__ == "__main__":

@@ -118,11 +118,17 @@ def test_receiver_written_outside_apply_is_refused_or_caught_by_verify(chain):
     with torch.no_grad():
         held["a.weight"].view(-1)[changed] = 123.0
     _refused(r, blobs[0], sync.SyncParentError, r"applying it would not give the sender's a\.weight")
-    # an element it does not change was overwritten: only verify=True sees it, and restores the receiver
+    # an element it does not change got another exponent: the exponent-coded positions shift, refused too
+    held3 = clone_state(start)
+    r3 = sync.Receiver(held3)
+    with torch.no_grad():
+        held3["a.weight"].view(-1)[kept] *= 64
+    _refused(r3, blobs[0], sync.SyncParentError, r"applying it would not give the sender's a\.weight")
+    # its lowest bit flipped (same exponent): only verify=True sees it, and restores the receiver
     held2 = clone_state(start)
     r2 = sync.Receiver(held2)
     with torch.no_grad():
-        held2["a.weight"].view(-1)[kept] = 9.0
+        held2["a.weight"].view(torch.int16).view(-1)[kept] ^= 1
     _refused(
         r2, blobs[0], sync.SyncVerifyError,
         r"1 tensor\(s\) do not hash to the sender's \(a\.weight\); the changed elements were restored", verify=True,

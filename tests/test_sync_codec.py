@@ -144,11 +144,16 @@ def _mutate(state: dict[str, torch.Tensor], g: torch.Generator, density: float) 
     return sum(n_differ(before[k], state[k]) for k in before)
 
 
-def test_random_patterns_sync_bit_exact_with_exact_counts():
+@pytest.mark.parametrize(
+    ("positions", "numba"), [("exponent", True), ("exponent", False), ("flat", True), ("flat", False)]
+)
+def test_random_patterns_sync_bit_exact_with_exact_counts(positions, numba, monkeypatch):
+    if not numba:  # the numpy reference paths
+        monkeypatch.setenv("SUBNETSCOPE_NO_NUMBA", "1")
     g = torch.Generator().manual_seed(1)
     state = _state(g)
     mirror = clone_state(state)
-    sender, receiver = sync.Sender(state), sync.Receiver(mirror)
+    sender, receiver = sync.Sender(state, positions=positions), sync.Receiver(mirror)
     assert receiver.digest() == sender.digest()
     assert mirror["head.weight"] is mirror["embed.weight"]
     for step in range(6):
@@ -160,6 +165,12 @@ def test_random_patterns_sync_bit_exact_with_exact_counts():
         assert "head.weight" not in rows and patch.aliases == {"head.weight": "embed.weight"}
         assert rows["all_changed"].changed == 85 and rows["none_changed"].changed == 0
         assert rows["empty"].changed == 0 and rows["scalar"].changed == (1 if step == 0 else 0)
+        coded = {n: r.positions for n, r in rows.items() if r.changed}
+        want = {
+            n: int(positions == "exponent" and rows[n].dtype in ("bfloat16", "float16", "float32"))
+            for n in coded
+        }
+        assert coded == want
         for k, v in state.items():
             assert same_bits(v, mirror[k]), k
         assert receiver.digest() == sender.digest()
@@ -183,3 +194,47 @@ def test_full_patch_starts_any_receiver_and_none_changed_diff_is_empty():
     nothing = sync_once(sender, receiver)
     assert nothing.stats.changed == 0 and nothing.stats.tensors == 0 and receiver.version == 2
     assert receiver.digest() == sender.digest()
+
+
+def test_exponent_coding_jitted_and_numpy_paths_agree():
+    rng = np.random.default_rng(4)
+    n = 3 * 4096 + 17
+    a0 = rng.integers(0, 1 << 16, n).astype(np.uint16)
+    b = a0.copy()
+    ch = rng.random(n) < 0.03
+    b[ch] ^= 1
+    bitmap = np.zeros((n + 63) // 64 * 8, dtype=np.uint8)
+    bitmap[: (n + 7) // 8] = np.packbits(ch, bitorder="little")
+    k = int(ch.sum())
+    out = []
+    for numba in (True, False):
+        import os
+
+        os.environ["SUBNETSCOPE_NO_NUMBA"] = "" if numba else "1"
+        try:
+            a = a0.copy()
+            cnt = np.zeros(256, dtype=np.int64)
+            got = kernels.rank_take(bitmap, a, b[ch], k, cnt, "bfloat16")
+            assert np.array_equal(a, b)
+            order, pos, table = kernels.bucket_order(*got[:1], got[2], got[3])
+            ids, counts = kernels.read_table(table, k, "t")
+            ranks, ptr, end = kernels.scan_targets(pos, ids, counts)
+            blocks = [(s, a0[s : s + 1000]) for s in range(0, n, 1000)]
+            idx, old = kernels.scan(iter(blocks), "bfloat16", ranks, ptr, end, "t")
+            assert np.array_equal(idx, got[0][order]) and np.array_equal(old, a0[idx])
+            out.append((got, pos.tobytes(), table, cnt.copy()))
+        finally:
+            os.environ.pop("SUBNETSCOPE_NO_NUMBA", None)
+    (g1, p1, t1, c1), (g2, p2, t2, c2) = out
+    assert (
+        all(np.array_equal(x, y) for x, y in zip(g1, g2)) and p1 == p2 and t1 == t2 and np.array_equal(c1, c2)
+    )
+    expect = np.bincount((a0.astype(np.int64) >> 7) & 0xFF, minlength=256)
+    assert np.array_equal(c1, expect)
+    # a damaged table, and ranks beyond their bucket, are refused
+    with pytest.raises(sync.SyncFormatError, match=f"does not add up to {k + 1} changes"):
+        kernels.read_table(t1, k + 1, "t")
+    ranks2 = ranks.copy()
+    ranks2[-1] = n
+    with pytest.raises(sync.SyncFormatError, match=r"1 coded position\(s\) lie beyond their exponent bucket"):
+        kernels.scan(iter([(0, a0)]), "bfloat16", ranks2, ptr, end, "t")

@@ -29,7 +29,7 @@ def _mix_j(u, i):  # pragma: no cover - jitted
     return z ^ (z >> np.uint64(31))
 
 
-def _encode_nb(idx, old, new, width, floating, pos8, posx, codes, esc):  # pragma: no cover - jitted
+def _encode_nb(idx, pos, old, new, width, floating, pos8, posx, codes, esc):  # pragma: no cover - jitted
     full = np.uint64((1 << width) - 1)
     sign = np.uint64(1 << (width - 1))
     prev = -1
@@ -38,8 +38,8 @@ def _encode_nb(idx, old, new, width, floating, pos8, posx, codes, esc):  # pragm
     hd = np.uint64(0)
     for j in range(idx.shape[0]):
         i = idx[j]
-        g = i - prev - 1
-        prev = i
+        g = pos[j] - prev - 1
+        prev = pos[j]
         if g < 255:
             pos8[j] = g
         else:
@@ -179,17 +179,55 @@ def _take_nb(words, a, values, idx, old):  # pragma: no cover - jitted
     return k
 
 
+def _rank_take_nb(words, a, values, idx, old, rank, bkt, cnt, shift, mask):  # pragma: no cover - jitted
+    n = a.shape[0]
+    k = 0
+    for j in range(words.shape[0]):
+        w = words[j]
+        lo = j << 6
+        hi = min(lo + 64, n)
+        if w == 0:
+            for i in range(lo, hi):
+                cnt[(np.int64(a[i]) >> shift) & mask] += 1
+            continue
+        for i in range(lo, hi):
+            b = (np.int64(a[i]) >> shift) & mask
+            if (w >> np.uint64(i - lo)) & np.uint64(1):
+                idx[k] = i
+                old[k] = a[i]
+                rank[k] = cnt[b]
+                bkt[k] = b
+                a[i] = values[k]
+                k += 1
+            cnt[b] += 1
+    return k
+
+
+def _scan_nb(a, start, cnt, targets, ptr, end, shift, mask, idx, old):  # pragma: no cover - jitted
+    found = 0
+    for i in range(a.shape[0]):
+        b = (np.int64(a[i]) >> shift) & mask
+        p = ptr[b]
+        if p < end[b] and targets[p] == cnt[b]:
+            idx[p] = start + i
+            old[p] = a[i]
+            ptr[b] = p + 1
+            found += 1
+        cnt[b] += 1
+    return found
+
+
 mix_j: Any = None
 
 
 @functools.cache
-def _jit() -> tuple[Any, Any, Any, Any]:
+def _jit() -> tuple[Any, Any, Any, Any, Any, Any]:
     import numba
 
     global mix_j
     mix_j = numba.njit(inline="always")(_mix_j)
     k = numba.njit(nogil=True, cache=True, boundscheck=False)
-    return k(_encode_nb), k(_positions_nb), k(_values_nb), k(_take_nb)
+    return k(_encode_nb), k(_positions_nb), k(_values_nb), k(_take_nb), k(_rank_take_nb), k(_scan_nb)
 
 
 def take(bitmap: np.ndarray, a: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,25 +247,160 @@ def take(bitmap: np.ndarray, a: np.ndarray, values: np.ndarray, k: int) -> tuple
     return idx, old
 
 
+#: exponent field of the float formats whose positions are coded by exponent: dtype name → (shift, mask)
+EXPONENT = {"bfloat16": (7, 0xFF), "float16": (10, 0x1F), "float32": (23, 0xFF)}
+
+
+def rank_take(
+    bitmap: np.ndarray, a: np.ndarray, values: np.ndarray, k: int, cnt: np.ndarray, dtype: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`take`, plus for each changed element its exponent bucket (of the old value) and its rank
+    among the elements of that bucket (counting from ``cnt``, the per-bucket counts of the elements before
+    ``a``; updated to include ``a``). Returns ``(positions, old values, ranks, buckets)``."""
+    shift, mask = EXPONENT[dtype]
+    idx = np.empty(k, dtype=np.int64)
+    rank = np.empty(k, dtype=np.int64)
+    bkt = np.empty(k, dtype=np.int64)
+    if numba_enabled():
+        old = np.empty(k, dtype=a.dtype)
+        got = _jit()[4](bitmap.view(np.uint64), a, values, idx, old, rank, bkt, cnt, shift, mask)
+        assert got == k
+        return idx, old, rank, bkt
+    b = (a.astype(np.int64) >> shift) & mask
+    idx = np.flatnonzero(np.unpackbits(bitmap, count=a.shape[0], bitorder="little"))
+    order = np.argsort(b, kind="stable")
+    r = np.empty(a.shape[0], dtype=np.int64)
+    sb = b[order]
+    first = np.searchsorted(sb, sb, side="left")
+    r[order] = np.arange(a.shape[0]) - first
+    rank = r[idx] + cnt[b[idx]]
+    cnt += np.bincount(b, minlength=cnt.shape[0])
+    old = a[idx]
+    a[idx] = values[:k]
+    return idx, old, rank, b[idx]
+
+
+def bucket_order(idx: np.ndarray, rank: np.ndarray, bkt: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """The coded order of changed elements by exponent: ``(permutation, pseudo positions, bucket table)``.
+
+    Elements are grouped by bucket (ascending), in flat order within a bucket. Pseudo positions make the
+    gaps those between ranks within a bucket, each bucket's first gap its first rank: bucket ``b``'s
+    pseudo positions are ``rank + base_b`` with ``base_b`` one past the previous bucket's last pseudo
+    position. The table lists, per bucket with changes, the bucket's distance to the previous one and its
+    number of changes (LEB128 varints, preceded by the number of buckets).
+    """
+    order = np.argsort(bkt, kind="stable")
+    b, r = bkt[order], rank[order]
+    starts = np.flatnonzero(np.diff(b, prepend=-1))
+    ends = np.append(starts[1:], b.shape[0])
+    base = np.zeros(starts.shape[0], dtype=np.int64)
+    if starts.shape[0] > 1:
+        base[1:] = np.cumsum(r[ends[:-1] - 1] + 1)
+    pos = r + np.repeat(base, ends - starts)
+    ids = b[starts]
+    table = np.concatenate(
+        [[starts.shape[0]], np.column_stack([np.diff(ids, prepend=0), ends - starts]).reshape(-1)]
+    )
+    return order, pos, B.varint_encode(table.astype(np.int64))
+
+
+def read_table(table: bytes, changed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of the table of :func:`bucket_order`: ``(bucket ids, changes per bucket)``, validated."""
+    raw = np.frombuffer(table, dtype=np.uint8)
+    nvals = int(np.count_nonzero(raw < 0x80))
+    vals = B.varint_decode(table, nvals, where) if nvals else np.zeros(0, dtype=np.int64)
+    if vals.shape[0] == 0 or vals.shape[0] != 1 + 2 * int(vals[0]):
+        raise SyncFormatError(f"{where}: the exponent bucket table is malformed (damaged)")
+    pairs = vals[1:].reshape(-1, 2)
+    ids = np.cumsum(pairs[:, 0])
+    counts = pairs[:, 1]
+    if int(counts.sum()) != changed or (ids.shape[0] and (int(ids[-1]) > 0xFF or np.any(counts == 0)
+                                                          or (ids.shape[0] > 1 and np.any(pairs[1:, 0] == 0)))):  # fmt: skip
+        raise SyncFormatError(
+            f"{where}: the exponent bucket table does not add up to {changed} changes (damaged)"
+        )
+    return ids, counts
+
+
+def scan_targets(
+    pos: np.ndarray, ids: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From decoded pseudo positions and the bucket table: ``(ranks, first slot per bucket, end slot per
+    bucket)``, the slots being indices into the coded order (arrays of 256 for the scan)."""
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    base = np.zeros(ids.shape[0], dtype=np.int64)
+    if ids.shape[0] > 1:
+        base[1:] = pos[ends[:-1] - 1] + 1
+    ranks = pos - np.repeat(base, counts)
+    ptr = np.zeros(256, dtype=np.int64)
+    end = np.zeros(256, dtype=np.int64)
+    ptr[ids] = starts
+    end[ids] = ends
+    return ranks, ptr, end
+
+
+def scan(
+    blocks_iter: Any, dtype: str, ranks: np.ndarray, ptr: np.ndarray, end: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Find the changed elements of a tensor coded by exponent: scan its old values (``(start, uint
+    array)`` blocks in flat order), counting elements per bucket; returns ``(positions, old values)`` in the
+    coded order. Raises :class:`SyncFormatError` if some rank is not found (beyond its bucket's elements)."""
+    shift, mask = EXPONENT[dtype]
+    k = ranks.shape[0]
+    idx = np.full(k, -1, dtype=np.int64)
+    old: np.ndarray | None = None
+    cnt = np.zeros(256, dtype=np.int64)
+    p = ptr.copy()
+    found = 0
+    jit = numba_enabled()
+    for start, a in blocks_iter:
+        if old is None:
+            old = np.empty(k, dtype=a.dtype)
+        if jit:
+            found += int(_jit()[5](a, start, cnt, ranks, p, end, shift, mask, idx, old))
+        else:
+            b = (a.astype(np.int64) >> shift) & mask
+            for bb in np.unique(b):
+                at = np.flatnonzero(b == bb)
+                lo, hi = int(p[bb]), int(end[bb])
+                want = ranks[lo:hi] - cnt[bb]
+                sel = want[(want >= 0) & (want < at.shape[0])]
+                if sel.shape[0]:
+                    slots = np.arange(lo, lo + sel.shape[0])
+                    idx[slots] = start + at[sel]
+                    old[slots] = a[at[sel]]
+                    p[bb] += sel.shape[0]
+                    found += sel.shape[0]
+                cnt[bb] += at.shape[0]
+    if found != k or old is None:
+        raise SyncFormatError(
+            f"{where}: {k - found} coded position(s) lie beyond their exponent bucket (damaged)"
+        )
+    return idx, old
+
+
 def use_numba(itemsize: int) -> bool:
     """Whether the jitted loops handle this element size here (8-byte dtypes always use numpy)."""
     return itemsize <= 4 and numba_enabled()
 
 
 def encode(idx: np.ndarray, old: np.ndarray, new: np.ndarray, itemsize: int, floating: bool, h: int,
-           jit: bool | None = None) -> tuple[bytes, bytes, bytes, bytes, int]:  # fmt: skip
+           jit: bool | None = None, pos: np.ndarray | None = None) -> tuple[bytes, bytes, bytes, bytes, int]:  # fmt: skip
     """``(gap bytes, extra positions, code bytes, escapes, new hash)`` of changed elements: positions
-    ``idx`` (ascending int64), raw bits ``old``/``new`` (unsigned arrays of ``itemsize``), hash ``h`` before."""
+    ``idx`` (int64), raw bits ``old``/``new`` (unsigned arrays of ``itemsize``), hash ``h`` before. The
+    gaps are those of ``pos`` (ascending; default ``idx``), the coded positions."""
+    pos = idx if pos is None else pos
     if jit if jit is not None else use_numba(itemsize):
         k = idx.shape[0]
         pos8 = np.empty(k, dtype=np.uint8)
         codes = np.empty(k, dtype=np.uint8)
         posx = np.empty(5 * k, dtype=np.uint8)
         esc = np.empty(5 * k, dtype=np.uint8)
-        nx, ne, hd = _jit()[0](idx, old, new, 8 * itemsize, floating, pos8, posx, codes, esc)
+        nx, ne, hd = _jit()[0](idx, pos, old, new, 8 * itemsize, floating, pos8, posx, codes, esc)
         return pos8.tobytes(), posx[:nx].tobytes(), codes.tobytes(), esc[:ne].tobytes(), add(h, int(hd))
     o, n = old.astype(np.uint64), new.astype(np.uint64)
-    small, extra = B.encode_positions(idx)
+    small, extra = B.encode_positions(pos)
     c, e = B.encode_values(o, n, itemsize, floating)
     return small.tobytes(), extra, c.tobytes(), e, add(h, delta(idx, o, n))
 

@@ -14,13 +14,16 @@ The header holds ``kind`` (``diff`` or ``full``), ``stream`` (the sender's rando
 ``parent`` (the version a diff applies on; null for a full patch), ``parent_digest`` (the whole-model
 digest of that state), ``digest`` (of the new state), ``aliases`` (tied names → the name they share
 storage with), ``meta`` (the caller's JSON, e.g. the training step), ``tensors`` (one row per tensor of
-the sender: ``[name, dtype, shape, hash, changed, extra_position_bytes, escape_bytes]``, ``hash`` being
-16 hex digits of :mod:`subnetscope.sync.hashing`) and ``streams`` (``[codec, stored_bytes, raw_bytes]``,
-codec 0 = raw, 1 = zstd).
+the sender: ``[name, dtype, shape, hash, changed, extra_position_bytes, escape_bytes, positions,
+table_bytes]``, ``hash`` being 16 hex digits of :mod:`subnetscope.sync.hashing`, ``positions`` 0 (flat)
+or 1 (by exponent)) and ``streams`` (``[codec, stored_bytes, raw_bytes]``, codec 0 = raw, 1 = zstd).
 
-A diff has four streams, each the concatenation over the tensors in row order: gap bytes (one per
+A diff has five streams, each the concatenation over the tensors in row order: gap bytes (one per
 changed element), extra position varints, value code bytes (one per changed element), value escapes
-(see :mod:`subnetscope.sync.bits`). A full patch has one stream per tensor: its raw bits split into byte
+(see :mod:`subnetscope.sync.bits`), and exponent bucket tables (see
+:func:`subnetscope.sync.kernels.bucket_order`). A tensor coded by exponent lists its changed elements
+grouped by the exponent of their old value, in flat order within a group, and its gaps count the
+elements of the same group in between; its codes follow the same order. A full patch has one stream per tensor: its raw bits split into byte
 planes (:func:`subnetscope.delta.encode.to_planes`).
 """
 
@@ -49,6 +52,8 @@ TRAILER = 32
 #: the largest header (decompressed) a patch may declare
 MAX_HEADER = 256 << 20
 RAW, ZSTD = 0, 1
+#: position codings: gaps in flat order; gaps of ranks within exponent buckets of the old values
+FLAT, BY_EXPONENT = 0, 1
 #: zstd level of the streams (levels 1-19 give the same sizes within 0.5 % on gap and code bytes)
 LEVEL = 3
 #: keep a zstd frame only when it is at most this fraction of the raw bytes
@@ -68,6 +73,8 @@ class TensorEntry:
     changed: int  #: elements this patch sets (all of them in a full patch)
     extra_positions: int = 0  #: bytes of this tensor in the extra position stream
     escapes: int = 0  #: bytes of this tensor in the value escape stream
+    positions: int = FLAT  #: how positions are coded: :data:`FLAT` or :data:`BY_EXPONENT`
+    table: int = 0  #: bytes of this tensor in the exponent bucket table stream
 
     @property
     def numel(self) -> int:
@@ -79,7 +86,7 @@ class TensorEntry:
 
     def row(self) -> list[Any]:
         return [self.name, self.dtype, list(self.shape), self.hash, self.changed, self.extra_positions,
-                self.escapes]  # fmt: skip
+                self.escapes, self.positions, self.table]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -252,18 +259,22 @@ class Patch:
         codec, stored, n = self.streams[i]
         return _unpack(codec, stored, n, where)
 
-    def diff_streams(self, where: str) -> Iterator[tuple[TensorEntry, np.ndarray, bytes, np.ndarray, bytes]]:
-        """Per tensor of a diff: ``(entry, gap bytes, extra position bytes, code bytes, escape bytes)``."""
-        pos8, posx, codes, esc = (self.raw_stream(i, f"{where}: stream {i}") for i in range(4))
+    def diff_streams(
+        self, where: str
+    ) -> Iterator[tuple[TensorEntry, np.ndarray, bytes, np.ndarray, bytes, bytes]]:
+        """Per tensor of a diff: ``(entry, gap bytes, extra position bytes, code bytes, escape bytes,
+        bucket table bytes)``."""
+        pos8, posx, codes, esc, table = (self.raw_stream(i, f"{where}: stream {i}") for i in range(5))
         p8 = np.frombuffer(pos8, dtype=np.uint8)
         cd = np.frombuffer(codes, dtype=np.uint8)
-        a = x = e = 0
+        a = x = e = b = 0
         for t in self.tensors:
             yield (t, p8[a : a + t.changed], posx[x : x + t.extra_positions], cd[a : a + t.changed],
-                   esc[e : e + t.escapes])  # fmt: skip
+                   esc[e : e + t.escapes], table[b : b + t.table])  # fmt: skip
             a += t.changed
             x += t.extra_positions
             e += t.escapes
+            b += t.table
 
 
 def _fail(where: str, what: str) -> SyncFormatError:
@@ -294,18 +305,18 @@ def _from_header(h: Any, body: bytes, where: str) -> Patch:
         raise _fail(where, "the header's meta, tensors or streams are malformed")
     tensors: list[TensorEntry] = []
     for r in rows:
-        if not (isinstance(r, list) and len(r) == 7 and isinstance(r[0], str) and r[1] in BY_NAME
+        if not (isinstance(r, list) and len(r) == 9 and r[7] in (FLAT, BY_EXPONENT) and isinstance(r[0], str) and r[1] in BY_NAME
                 and isinstance(r[2], list) and all(isinstance(s, int) and s >= 0 for s in r[2])
                 and isinstance(r[3], str) and len(r[3]) == 16
                 and all(isinstance(v, int) and v >= 0 for v in r[4:])):  # fmt: skip
             raise _fail(where, f"tensor row {str(r)[:80]} is malformed")
-        t = TensorEntry(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6])
+        t = TensorEntry(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
         if t.changed > t.numel or (kind == "full" and t.changed != t.numel):
             raise _fail(where, f"tensor {t.name} claims {t.changed} changed of {t.numel} elements")
         tensors.append(t)
     if len({t.name for t in tensors}) != len(tensors):
         raise _fail(where, "a tensor is listed twice")
-    want = 4 if kind == "diff" else len(tensors)
+    want = 5 if kind == "diff" else len(tensors)
     if len(streams) != want or not all(
         isinstance(s, list)
         and len(s) == 3
@@ -320,7 +331,8 @@ def _from_header(h: Any, body: bytes, where: str) -> Patch:
         )
     if kind == "diff":
         k = sum(t.changed for t in tensors)
-        sizes = [k, sum(t.extra_positions for t in tensors), k, sum(t.escapes for t in tensors)]
+        sizes = [k, sum(t.extra_positions for t in tensors), k, sum(t.escapes for t in tensors),
+                 sum(t.table for t in tensors)]  # fmt: skip
         if [s[2] for s in streams] != sizes:
             raise _fail(where, "the stream sizes do not match the tensors' counts")
     else:

@@ -20,8 +20,8 @@ from .errors import (
     SyncVerifyError,
 )
 from .hashing import Digest, hex64, model_digest, tensor_hash
-from .patch import Patch
-from .state import Layout, canonical, check_layout, gather, layout_of, named_tensors, scatter
+from .patch import BY_EXPONENT, Patch
+from .state import Layout, blocks, canonical, check_layout, gather, layout_of, named_tensors, scatter
 
 _ANCHOR = "ask the sender for an anchor (sender.full()) and apply that"
 
@@ -127,7 +127,7 @@ class Receiver:
                     )
                 changes.append(_Change(t.name, None, None, bits, got))
             return changes
-        for t, small, extra, codes, esc in p.diff_streams(where):
+        for t, small, extra, codes, esc, table in p.diff_streams(where):
             h = self._hash[t.name]
             if not t.changed:
                 if hex64(h) != t.hash:
@@ -138,8 +138,22 @@ class Receiver:
             w = f"{where}: {t.name}"
             tensor = self._tensors[t.name]
             size = tensor.element_size()
-            idx = kernels.positions(small, extra, t.numel, w)
-            old = gather(tensor, torch.from_numpy(idx).to(tensor.device)).cpu().numpy().view(f"u{size}")
+            u = f"u{size}"
+            if t.positions == BY_EXPONENT:
+                if t.dtype not in kernels.EXPONENT:
+                    raise SyncFormatError(
+                        f"{w}: {t.dtype} positions cannot be coded by exponent (damaged)", _ANCHOR
+                    )
+                ids, counts = kernels.read_table(table, t.changed, w)
+                pos = kernels.positions(small, extra, t.numel, w)
+                ranks, ptr, end = kernels.scan_targets(pos, ids, counts)
+                host = ((s, bits_view(b).cpu().numpy().view(u)) for s, b in blocks(tensor))
+                idx, old = kernels.scan(host, t.dtype, ranks, ptr, end, w)
+            else:
+                if table:
+                    raise SyncFormatError(f"{w}: a flat tensor has a bucket table (damaged)", _ANCHOR)
+                idx = kernels.positions(small, extra, t.numel, w)
+                old = gather(tensor, torch.from_numpy(idx).to(tensor.device)).cpu().numpy().view(u)
             new, h = kernels.values(idx, old, codes, esc, size, is_float(t.dtype), h, w)
             if hex64(h) != t.hash:
                 raise SyncParentError(

@@ -15,9 +15,8 @@ from . import kernels
 from .bits import bits_view, is_float, wire_name
 from .errors import SyncStructureError
 from .hashing import Digest, hex64, model_digest, tensor_hash
-from .patch import LEVEL, Patch, TensorEntry, pack
+from .patch import BY_EXPONENT, FLAT, LEVEL, Patch, TensorEntry, pack
 from .state import CHUNK, Layout, blocks, canonical, layout_of, named_tensors
-
 
 #: elements compared per kernel call on the CPU: small enough that the snapshot block diff_pack just read is
 #: still in cache when the changed elements' old values are taken from it (4 MiB blocks ran 2x slower)
@@ -33,14 +32,23 @@ class Sender:
         dtype: send every tensor cast to this dtype (e.g. ``torch.bfloat16`` for a trainer that keeps fp32
             masters and serves bf16 weights); None sends each tensor in its own dtype.
         level: zstd level of the patch streams.
+        positions: ``"exponent"`` (default) codes where bf16/fp16/fp32 tensors changed as gaps within
+            groups of elements whose old values share an exponent (where changes concentrate: a step moves
+            small weights by more ULPs), at the cost of one pass over the old values on both sides;
+            ``"flat"`` codes plain gaps. Tensors on a GPU always use flat positions.
 
     The snapshot (one copy of the weights in the sent dtype, on each tensor's own device) is the state of
     the last patch; :meth:`diff` compares the model against it, on the device, and moves only the changed
     positions and values to the host.
     """
 
-    def __init__(self, model: Any, *, dtype: torch.dtype | None = None, level: int = LEVEL) -> None:
+    def __init__(
+        self, model: Any, *, dtype: torch.dtype | None = None, level: int = LEVEL, positions: str = "exponent"
+    ) -> None:
+        if positions not in ("exponent", "flat"):
+            raise ValueError(f"positions must be 'exponent' or 'flat', not {positions!r}")
         self._model = model
+        self.positions = positions
         self.dtype = dtype
         self.level = level
         self.stream = secrets.token_hex(8)  #: random id of this sender's stream
@@ -98,11 +106,13 @@ class Sender:
             v = self._values[dtype.itemsize] = np.empty(max(n, CHUNK), dtype=dtype)
         return padded[: (n + 7) // 8], padded, v[:n].view(dtype)
 
-    def _changes(self, t: torch.Tensor, snap: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Positions, old bits and new bits (host arrays) where ``t`` (cast) differs from ``snap``; the
-        snapshot is updated there."""
+    def _changes(self, t: torch.Tensor, snap: torch.Tensor, by_exp: bool) -> tuple[np.ndarray, ...]:
+        """Positions, old bits and new bits (host arrays) where ``t`` (cast) differs from ``snap`` (and,
+        ``by_exp``, ranks and exponent buckets); the snapshot is updated there."""
         flat_snap = bits_view(snap).view(-1)
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        parts: list[tuple[np.ndarray, ...]] = []
+        cnt = np.zeros(256, dtype=np.int64)
+        dname = wire_name(snap.dtype)
         for start, blk in blocks(t.detach(), COMPARE_CHUNK):
             cur = blk if blk.dtype == snap.dtype else blk.to(snap.dtype)
             sb = flat_snap[start : start + cur.shape[0]]
@@ -111,9 +121,21 @@ class Sender:
                 a, b = sb.numpy(), cb.numpy()
                 bitmap, padded, values = self._scratch(a.shape[0], a.dtype)
                 k = dk.diff_pack(a, b, bitmap, values)
-                if not k:
+                if not k and not by_exp:
                     continue
                 new = values[:k].copy()
+                if by_exp:
+                    local, old, rank, bkt = kernels.rank_take(
+                        padded,
+                        a.view(f"u{a.dtype.itemsize}"),
+                        new.view(f"u{a.dtype.itemsize}"),
+                        k,
+                        cnt,
+                        dname,
+                    )
+                    if k:
+                        parts.append((local + start, old, new, rank, bkt))
+                    continue
                 local, old = kernels.take(padded, a, new, k)
             else:
                 pos = (sb != cb).nonzero().squeeze(1)
@@ -126,11 +148,14 @@ class Sender:
             parts.append((local + start, old, new))
         u = np.dtype(f"u{snap.element_size()}")
         if not parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=u), np.zeros(0, dtype=u)
-        if len(parts) == 1:
-            return parts[0][0], parts[0][1].view(u), parts[0][2].view(u)
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).view(u),
-                np.concatenate([p[2] for p in parts]).view(u))  # fmt: skip
+            e = np.zeros(0, dtype=np.int64)
+            return (e, np.zeros(0, dtype=u), np.zeros(0, dtype=u)) + ((e, e) if by_exp else ())
+        cols = [
+            np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i]
+            for i in range(len(parts[0]))
+        ]
+        cols[1], cols[2] = cols[1].view(u), cols[2].view(u)
+        return tuple(cols)
 
     def _check_structure(self) -> dict[str, torch.Tensor]:
         tensors, aliases, layout = self._read()
@@ -150,15 +175,24 @@ class Sender:
         tensors = self._check_structure()
         parent_digest = self._digest
         entries: list[TensorEntry] = []
-        pos8, posx, codes, esc = [], [], [], []
+        pos8, posx, codes, esc, table = [], [], [], [], []
         for name, t in tensors.items():
             snap = self._snap[name]
-            idx, old, new = self._changes(t, snap)
             dname = wire_name(snap.dtype)
-            x = e = 0
+            by_exp = self.positions == "exponent" and dname in kernels.EXPONENT and snap.device.type == "cpu"
+            got = self._changes(t, snap, by_exp)
+            idx, old, new = got[:3]
+            x = e = nt = 0
+            mode = FLAT
             if idx.shape[0]:
+                pos = None
+                if by_exp:
+                    order, pos, tab = kernels.bucket_order(idx, got[3], got[4])
+                    idx, old, new = idx[order], old[order], new[order]
+                    table.append(tab)
+                    nt, mode = len(tab), BY_EXPONENT
                 small, extra, c, es, self._hash[name] = kernels.encode(
-                    idx, old, new, snap.element_size(), is_float(dname), self._hash[name]
+                    idx, old, new, snap.element_size(), is_float(dname), self._hash[name], pos=pos
                 )
                 pos8.append(small)
                 posx.append(extra)
@@ -166,11 +200,13 @@ class Sender:
                 esc.append(es)
                 x, e = len(extra), len(es)
             entries.append(
-                TensorEntry(name, dname, tuple(snap.shape), hex64(self._hash[name]), int(idx.shape[0]), x, e)
+                TensorEntry(
+                    name, dname, tuple(snap.shape), hex64(self._hash[name]), int(idx.shape[0]), x, e, mode, nt
+                )
             )
         self._digest = self._model_digest()
         streams = []
-        for parts in (pos8, posx, codes, esc):
+        for parts in (pos8, posx, codes, esc, table):
             raw = b"".join(parts)
             codec, stored = pack(raw, self.level)
             streams.append((codec, stored, len(raw)))
