@@ -145,15 +145,21 @@ def _mutate(state: dict[str, torch.Tensor], g: torch.Generator, density: float) 
 
 
 @pytest.mark.parametrize(
-    ("positions", "numba"), [("exponent", True), ("exponent", False), ("flat", True), ("flat", False)]
+    ("positions", "numba"),
+    [("exponent", True), ("exponent", False), ("flat", True), ("flat", False), ("device", True)],
 )
 def test_random_patterns_sync_bit_exact_with_exact_counts(positions, numba, monkeypatch):
     if not numba:  # the numpy reference paths
         monkeypatch.setenv("SUBNETSCOPE_NO_NUMBA", "1")
+    if positions == "device":  # the GPU code path (torch compare on the device, flat positions), on the CPU
+        from subnetscope.sync import sender as sender_mod
+
+        monkeypatch.setattr(sender_mod, "TORCH_COMPARE", True)
     g = torch.Generator().manual_seed(1)
     state = _state(g)
     mirror = clone_state(state)
-    sender, receiver = sync.Sender(state, positions=positions), sync.Receiver(mirror)
+    mode = "flat" if positions == "device" else positions
+    sender, receiver = sync.Sender(state, positions=mode), sync.Receiver(mirror)
     assert receiver.digest() == sender.digest()
     assert mirror["head.weight"] is mirror["embed.weight"]
     for step in range(6):

@@ -21,6 +21,8 @@ from .state import CHUNK, Layout, blocks, canonical, layout_of, named_tensors
 #: elements compared per kernel call on the CPU: small enough that the snapshot block diff_pack just read is
 #: still in cache when the changed elements' old values are taken from it (4 MiB blocks ran 2x slower)
 COMPARE_CHUNK = 1 << 16
+#: compare with torch (the GPU path) on the CPU too: lets the tests run the device path without a GPU
+TORCH_COMPARE = False
 
 
 class Sender:
@@ -117,7 +119,7 @@ class Sender:
             cur = blk if blk.dtype == snap.dtype else blk.to(snap.dtype)
             sb = flat_snap[start : start + cur.shape[0]]
             cb = bits_view(cur)
-            if sb.device.type == "cpu":
+            if sb.device.type == "cpu" and not TORCH_COMPARE:
                 a, b = sb.numpy(), cb.numpy()
                 bitmap, padded, values = self._scratch(a.shape[0], a.dtype)
                 k = dk.diff_pack(a, b, bitmap, values)
@@ -179,7 +181,8 @@ class Sender:
         for name, t in tensors.items():
             snap = self._snap[name]
             dname = wire_name(snap.dtype)
-            by_exp = self.positions == "exponent" and dname in kernels.EXPONENT and snap.device.type == "cpu"
+            host = snap.device.type == "cpu" and not TORCH_COMPARE
+            by_exp = self.positions == "exponent" and dname in kernels.EXPONENT and host
             got = self._changes(t, snap, by_exp)
             idx, old, new = got[:3]
             x = e = nt = 0
