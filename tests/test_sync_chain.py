@@ -243,3 +243,25 @@ def test_patch_files_round_trip_and_missing_file_is_typed(tmp_path, chain):
     assert q.to_bytes() == blobs[0] and q.meta == {"step": 1} and q.version == 1 and q.parent == 0
     with pytest.raises(SubnetscopeError, match="no such patch file"):
         sync.Patch.load(tmp_path / "missing.patch")
+
+
+@pytest.mark.parametrize("positions", ["exponent", "flat"])
+def test_apply_extra_memory_is_o_changed_and_snapshot_is_one_copy(positions):
+    import tracemalloc
+
+    g = torch.Generator().manual_seed(9)
+    big = {"w": torch.randn(4096, 4096, generator=g).to(torch.bfloat16), "v": torch.randn(4096, generator=g)}
+    sender = sync.Sender(big, positions=positions)
+    assert sum(s.numel() * s.element_size() for s in sender.snapshot.values()) == 4096 * 4096 * 2 + 4096 * 4
+    receiver = sync.Receiver(clone_state(big))
+    with torch.no_grad():
+        big["w"].view(-1)[:: 4096 * 41] += 1.0  # 410 changed elements of 16.8 M (a 32 MiB tensor)
+    blob = sender.diff().to_bytes()
+    tracemalloc.start()
+    try:
+        receiver.apply(blob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert receiver.digest() == sender.digest()
+    assert peak < 1 << 20, f"apply allocated {peak} bytes at its peak for 410 changed elements"
