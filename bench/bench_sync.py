@@ -152,12 +152,15 @@ def train_run(base: Path, lr: float, steps: int, seq: int, batch: int, device: s
         opt.step()
         opt.zero_grad()
         prev = {k: v.clone() for k, v in sender.snapshot.items()}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # CPU seconds of one thread (idle pool threads spin and would count)
         t0 = time.process_time()
         blob = sender.diff(meta={"step": s + 1}).to_bytes()
         t_diff += time.process_time() - t0
         t0 = time.process_time()
         receiver.apply(blob)
         t_apply += time.process_time() - t0
+        torch.set_num_threads(threads)
         p = sync.Patch.from_bytes(blob)
         for k, v in sender.snapshot.items():
             assert torch.equal(B.bits_view(v), B.bits_view(rollout[k])), k
@@ -175,7 +178,7 @@ def train_run(base: Path, lr: float, steps: int, seq: int, batch: int, device: s
     assert receiver.digest() == sender.digest()
     nbytes = 2 * numel * steps
     lines.append(f"  diff (fp32 masters -> bf16 cast + compare + encode): {nbytes / t_diff / 1e9:.2f} GB/s of bf16 state; "
-                 f"apply: {nbytes / t_apply / 1e9:.2f} GB/s (per CPU second, {torch.get_num_threads()} torch threads)")  # fmt: skip
+                 f"apply: {nbytes / t_apply / 1e9:.2f} GB/s (CPU seconds of one thread)")  # fmt: skip
     return row(
         f"lr {lr:g}, {steps} steps", changed, total, ours
     ) + f"  density {100 * changed / (numel * steps):.3f} %", lines

@@ -18,6 +18,7 @@ Modules: :mod:`.bits` (value and position codes), :mod:`.hashing` (incremental p
 
 from __future__ import annotations
 
+from . import stream
 from .errors import (
     SyncChainError,
     SyncError,
@@ -61,4 +62,5 @@ __all__ = [
     "SyncStructureError",
     "SyncVerifyError",
     "TensorEntry",
+    "stream",
 ]
