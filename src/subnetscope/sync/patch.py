@@ -54,7 +54,7 @@ MAX_HEADER = 256 << 20
 RAW, ZSTD = 0, 1
 #: position codings: gaps in flat order; gaps of ranks within exponent buckets of the old values
 FLAT, BY_EXPONENT = 0, 1
-#: zstd level of the streams (levels 1-19 give the same sizes within 0.5 % on gap and code bytes)
+#: zstd level of the streams (on uniform positions levels 1-19 agree within 1 %; 19 saves 5-15 % on real patches)
 LEVEL = 3
 #: keep a zstd frame only when it is at most this fraction of the raw bytes
 MIN_SAVING = 0.97
