@@ -85,3 +85,7 @@ class OutputConflictError(UsageError):
 class OutputWriteError(SubnetscopeError):
     """The operating system refused to write an output (read-only file system, full disk, no permission, a
     parent that is a file, ...); the message names the path and what the system said."""
+
+
+class SyncError(SubnetscopeError):
+    """A weight-sync patch that cannot be made or applied (the subclasses live in :mod:`subnetscope.sync`)."""

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "delta": "delta_cmd:delta",
     "conjecture": "train_cmd:conjecture",
     "study": "study_cmd:study",
+    "sync": "sync_cmd:sync",
 }
 
 #: one-line help shown by ``subnetscope --help`` without importing the command modules
@@ -43,6 +44,7 @@ SUMMARIES: dict[str, str] = {
     "delta": "Export or apply a sparse, bit-exact delta between two checkpoints.",
     "conjecture": "Compare full and subnetwork finetuning (paper Conjecture 1).",
     "study": "Run the small-scale replication study from a config file.",
+    "sync": "Inspect or replay sparse weight-sync patches (trainer → rollout engines).",
 }
 
 
