@@ -25,3 +25,21 @@ def llama_pair(tmp_path_factory):
     bdir = save_checkpoint(base, root / "base", shards=3)
     tdir = save_checkpoint(target, root / "target", shards=2, order=sorted(target))
     return bdir, tdir, base, target, changed
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray of 2 CPUs for the module (its workers import the test helpers)."""
+    ray = pytest.importorskip("ray")
+    tests_dir = str(Path(__file__).parent)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = tests_dir + (os.pathsep + old if old else "")  # workers import scale_helpers
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old

@@ -13,23 +13,11 @@ from pathlib import Path
 import pytest
 
 import subnetscope
+from cli_helpers import run
 from factory import llama_names, perturb, random_state, save_checkpoint
-from subnetscope.cli import main
 
 REPO = "acme/tiny"
 COMMIT = "c" * 40
-
-
-def run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    """``subnetscope ARGV`` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in argv])
-        rc = 0
-    except SystemExit as e:
-        rc = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def hub_cache(root: Path, state) -> Path:

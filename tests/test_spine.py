@@ -92,21 +92,9 @@ def test_every_pass_gives_the_same_result_on_every_executor(trio, tmp_path, name
 
 
 @pytest.mark.slow
-def test_every_pass_gives_the_same_result_on_ray(trio, tmp_path):
-    ray = pytest.importorskip("ray")
-    tests_dir = str(Path(__file__).parent)
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = tests_dir + (os.pathsep + old if old else "")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
-    try:
-        for name, fn in passes(trio, tmp_path).items():
-            assert fn(RayExecutor(task_elements=2000)) == fn(SerialExecutor()), name
-    finally:
-        ray.shutdown()
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+def test_every_pass_gives_the_same_result_on_ray(ray_local, trio, tmp_path):
+    for name, fn in passes(trio, tmp_path).items():
+        assert fn(RayExecutor(task_elements=2000)) == fn(SerialExecutor()), name
 
 
 # -- SIGKILL, then --resume --------------------------------------------------------------------------------
