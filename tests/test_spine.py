@@ -18,6 +18,7 @@ import pytest
 import subnetscope
 from factory import perturb, save_checkpoint
 from scale_helpers import comparable
+from subnetscope.anatomy.rank import rank_report
 from subnetscope.delta import apply_delta, export_delta
 from subnetscope.engine.executors import ProcessExecutor, RayExecutor, SerialExecutor, ThreadExecutor
 from subnetscope.engine.resume import ResumeMismatchError
@@ -92,11 +93,14 @@ def passes(trio, out: Path):
         ).to_json(),
         "delta-export": delta,
         "delta-apply": rebuilt,
+        "rank": lambda ex: rank_report(
+            bdir, tdir, device="cpu", rtol_multipliers=[0.5, 2], executor=ex
+        ).to_json(),
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["compare+mask", "series", "overlap", "overlap-deltas", "delta-export", "delta-apply"]
+    "name", ["compare+mask", "series", "overlap", "overlap-deltas", "delta-export", "delta-apply", "rank"]
 )
 def test_every_pass_gives_the_same_result_on_every_executor(trio, tmp_path, name):
     fn = passes(trio, tmp_path)[name]
@@ -289,3 +293,33 @@ def test_delta_apply_resume_refuses_another_run_and_a_lost_or_cut_partial_output
     ):
         apply_delta(bdir, d, tmp_path / "o4", max_shard_bytes=50_000, resume=res)
     assert not any((tmp_path / n).exists() for n in ("o2", "o3", "o4"))
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"] if FORK else ["threads"])
+def test_rank_killed_then_resumed_equals_an_uninterrupted_run(trio, tmp_path, executor):
+    bdir, tdir, *_ = trio
+    args = ["rank", bdir, tdir, "--device", "cpu", "--format", "json", "--executor", executor, "-j", "2"]
+    want = _cli(args)
+    assert want.returncode == 0, want.stderr
+    ranked = json.loads(want.stdout)["selection"]["ranked"]
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    res = tmp_path / "resume"
+    dead = _cli([*args, "--resume", res], dict(os.environ, KILL_AFTER="3"), killer)
+    assert dead.returncode == -signal.SIGKILL
+    done = len((res / "tensors.jsonl").read_text().splitlines())
+    assert 3 <= done < ranked
+    again = _cli([*args, "--resume", res])
+    assert again.returncode == 0, again.stderr
+    assert f"resume: {done} tensor(s) already done" in again.stderr
+    assert json.loads(again.stdout) == json.loads(want.stdout)
+
+
+def test_rank_on_a_gpu_device_refuses_worker_processes(trio):
+    from subnetscope.anatomy import rank as rank_mod
+    from subnetscope.errors import UsageError
+
+    with pytest.raises(
+        UsageError, match=r"device 'cuda' ranks on the calling process only \(got executor 'processes'\)"
+    ):
+        rank_mod._rank_executor("processes", 2, None, "cuda", 10, True)
