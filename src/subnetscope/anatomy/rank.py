@@ -27,7 +27,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,9 +39,11 @@ from ..io.reader import ChunkReader, FileHandles
 from ..io.safetensors_header import TensorInfo
 from ..naming import KINDS
 from ..plan import Pair, make_plan
-from ..progress import progress_bar
 from ..refs import load_checkpoint
 from ..report.schema import SCHEMA_VERSION, Finding, check_schema, load_json
+
+if TYPE_CHECKING:
+    from ..engine.executors.base import Executor
 
 REPORT_KIND = "subnetscope.rank"
 #: float32 machine epsilon (torch.finfo(torch.float32).eps)
@@ -466,6 +468,10 @@ def rank_report(
     spectrum_k: int | None = None,
     progress: bool = False,
     on_matrix: Callable[[MatrixRank], None] | None = None,
+    jobs: int | None = None,
+    executor: str | Executor | None = None,
+    ray_address: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> RankReport:
     """Rank every 2-D weight update of ``target`` against ``base`` (or a sample / some layers of them).
 
@@ -477,8 +483,16 @@ def rank_report(
         rtol_multipliers: also report the rank at these multiples of the default tolerance.
         spectrum_k: also compute :func:`subnetscope.anatomy.spectrum.spectrum_metrics` with this k.
         progress: a progress bar on stderr (when it is a terminal).
-        on_matrix: called with each matrix's result as it is done.
+        on_matrix: called with each matrix's result, in order, once every matrix is ranked.
+        jobs, executor, ray_address: where the matrices are ranked, one whole matrix per worker at a time
+            (as for :func:`subnetscope.compare`). The default on the CPU: :func:`cpu_workers` threads, each
+            with one BLAS thread; worker processes and Ray tasks limit their BLAS to one thread too. A CUDA
+            ``device`` runs on the calling thread (executor None, ``auto``, ``serial`` or ``threads``).
+        resume: a resume directory keeping each finished matrix's result (the report is the same).
     """
+    from ..engine.job import Job, Row
+    from ..engine.run import Codec, run
+
     mults = validate.positive_reals(rtol_multipliers, "rtol_multipliers")
     if spectrum_k is not None:
         validate.int_range(spectrum_k, "spectrum_k")
@@ -489,44 +503,46 @@ def rank_report(
             raise UsageError(f"layers={layers!r} is not a list of layer numbers", "give e.g. [0, 5, 10]")
         layers = [validate.int_range(x, f"layers[{i}]", 0) for i, x in enumerate(layers)]
     validate.integer(seed, "seed")
+    validate.jobs(jobs)
     b = base if isinstance(base, Checkpoint) else load_checkpoint(base)
     t = target if isinstance(target, Checkpoint) else load_checkpoint(target)
     dev = resolve_device(device)
     plan = make_plan(b, t)
     todo = select_pairs(plan.pairs, sample, layers, seed)
+    rows = [
+        Row(k, p.name, (), p.compare_numel, p, ordered=True,
+            work=p.compare_numel * (p.base.dtype.itemsize + p.target.dtype.itemsize))
+        for k, p in enumerate(todo)
+    ]  # fmt: skip
+    ranker = MatrixRanker(mults, dev, spectrum_k, seed)
+    job = Job(rows, [ranker], max(8, max((r.numel for r in rows), default=0) + 8), "rank", progress)
+    identity = None
+    if resume is not None:
+        from ..fingerprint import of_checkpoint
+
+        identity = {"kind": "subnetscope.rank", "base": of_checkpoint(b).to_json(),
+                    "target": of_checkpoint(t).to_json(), "matrices": [p.name for p in todo],
+                    "rtol_multipliers": mults, "spectrum_k": spectrum_k, "seed": seed, "device": dev,
+                    "method": METHOD, "tool_version": __version__}  # fmt: skip
+    codec = Codec(
+        lambda res: None if res[0] is None else res[0].to_json(),
+        lambda obj: [None if obj is None else MatrixRank.from_json(obj)],
+    )
     out: list[MatrixRank] = []
     findings: list[Finding] = []
-    workers = cpu_workers(len(todo)) if dev == "cpu" else 1
-    with (
-        FileHandles() as handles,
-        progress_bar(len(todo), "rank", enabled=progress, unit="matrix") as bar,
-        _one_blas_thread(dev == "cpu") as limited,
-    ):
-        if not limited:
-            workers = 1
-
-        def one(pair: Pair) -> MatrixRank | None:
-            return _rank_pair(pair, handles, mults, dev, spectrum_k, seed)
-
-        if workers > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="subnetscope-rank")
-            results: Iterator[MatrixRank | None] = pool.map(one, todo)
-        else:
-            pool, results = None, map(one, todo)
-        try:
-            for pair, m in zip(todo, results):
-                bar.update(1)
-                if m is None:
-                    findings.append(Finding("nonfinite", pair.name, NONFINITE_DETAIL))
-                    continue
-                out.append(m)
-                if on_matrix is not None:
-                    on_matrix(m)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+    try:
+        with _one_blas_thread(dev == "cpu") as limited:
+            ex = _rank_executor(executor, jobs, ray_address, dev, len(todo), limited)
+            results = run(job, ex, resume, identity, codec)
+    finally:
+        ranker.close()
+    for pair, (m,) in zip(todo, results):
+        if m is None:
+            findings.append(Finding("nonfinite", pair.name, NONFINITE_DETAIL))
+            continue
+        out.append(m)
+        if on_matrix is not None:
+            on_matrix(m)
     selection = {
         "candidates": sum(1 for p in plan.pairs if rankable(p)),
         "ranked": len(out),
@@ -538,6 +554,74 @@ def rank_report(
     return RankReport(
         _describe(b), _describe(t), out, mults, dev, METHOD, selection, __version__, spectrum_k, findings
     )
+
+
+class MatrixRanker:
+    """The rank as an engine consumer: a row is one whole matrix pair, read and ranked by
+    :func:`_rank_pair` in one go (the engine reads nothing for it); the result is its :class:`MatrixRank`,
+    or None when the update holds NaN or Inf."""
+
+    def __init__(self, mults: list[float], device: str, spectrum_k: int | None, seed: int) -> None:
+        self.args = (mults, device, spectrum_k, seed)
+        self.handles = FileHandles()
+        self._driver = os.getpid()
+        self._limited = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"args": self.args, "driver": self._driver}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(*state["args"])  # type: ignore[misc]
+        self._driver = state["driver"]
+
+    def close(self) -> None:
+        """Close the checkpoint descriptors this process opened."""
+        self.handles.close()
+
+    def chunk(self, row: Any, start: int, count: int, arrays: Sequence[np.ndarray]) -> list[Any]:
+        """Rank the row's matrix (on its first chunk; a row is one chunk)."""
+        if start:
+            return []
+        pid = os.getpid()
+        if pid != self._driver and self._limited != pid:  # a worker process: one BLAS thread, for good
+            self._limited = pid
+            try:
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=1, user_api="blas")
+            except ImportError:
+                pass
+        mults, device, spectrum_k, seed = self.args
+        return [_rank_pair(row.payload, self.handles, mults, device, spectrum_k, seed)]
+
+    def merge(self, row: Any, state: Any, partial: Any) -> list[Any]:
+        """The matrix's result (a row has one chunk with a result)."""
+        return list(state or []) + list(partial)
+
+    def finish(self, row: Any, state: Any) -> MatrixRank | None:
+        """The matrix's :class:`MatrixRank`, or None (NaN or Inf)."""
+        return state[0] if state else None
+
+
+def _rank_executor(
+    executor: str | Executor | None, jobs: int | None, ray_address: str | None, device: str, matrices: int,
+    limited: bool,
+) -> Executor:  # fmt: skip
+    from ..engine.executors import SerialExecutor, ThreadExecutor
+    from ..engine.executors.factory import resolve
+
+    name = executor if executor is None or isinstance(executor, str) else executor.name
+    if device != "cpu":
+        if name not in (None, "auto", "serial", "threads"):
+            raise UsageError(
+                f"device {device!r} ranks on the calling process only (got executor {name!r})",
+                "use the serial or threads executor, or device='cpu'",
+            )
+        return SerialExecutor()
+    if name is None or (name == "threads" and jobs is None):
+        workers = cpu_workers(matrices) if limited else 1
+        return ThreadExecutor(workers) if workers > 1 else SerialExecutor()
+    return resolve(executor, jobs, ray_address)
 
 
 def cpu_workers(matrices: int) -> int:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .common import check_report_output, emit_report, format_option, output_option
+from .common import (
+    check_report_output,
+    emit_report,
+    execution_options,
+    format_option,
+    jobs_option,
+    open_executor,
+    output_option,
+)
 
 
 def parse_floats(value: str, what: str) -> list[float]:
@@ -59,9 +67,12 @@ def parse_floats(value: str, what: str) -> list[float]:
 @click.option("--tensors", "show_tensors", is_flag=True, help="Also list every matrix (human format).")
 @format_option
 @output_option
+@jobs_option
+@execution_options
 def rank(
     base: str, target: str, sample: int | None, layers: str | None, seed: int, rtol_multipliers: str,
-    spectrum: int | None, device: str, show_tensors: bool, fmt: str, output: str | None,
+    spectrum: int | None, device: str, show_tensors: bool, fmt: str, output: str | None, jobs: int | None,
+    executor: str, ray_address: str | None, resume: str | None,
 ) -> None:  # fmt: skip
     """Numerical rank of every 2-D weight update TARGET - BASE (paper Table 2).
 
@@ -73,10 +84,13 @@ def rank(
 
     layer_list = parse_layers(layers)
     check_report_output(output, {"BASE": base, "TARGET": target})
+    ex = open_executor(executor, jobs, ray_address, resume)
+    # auto without -j: the library's default, matrices on threads, one per free core, one BLAS thread each
+    chosen = None if executor == "auto" and jobs is None else ex
     rep = rank_report(
         base, target, sample=sample, layers=layer_list, seed=seed, device=device,
         rtol_multipliers=parse_floats(rtol_multipliers, "--rtol-multipliers"), spectrum_k=spectrum,
-        progress=fmt == "human",
+        progress=fmt == "human", jobs=jobs, executor=chosen, resume=resume,
     )  # fmt: skip
     obj = rep.to_json()
     emit_report(obj, fmt, output, lambda: render_rank(obj, tensors=show_tensors))

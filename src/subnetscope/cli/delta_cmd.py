@@ -145,6 +145,7 @@ def export(
 )
 @jobs_option
 @format_option
+@execution_options
 def apply(
     base: str,
     delta_dir: str,
@@ -154,17 +155,21 @@ def apply(
     max_shard: int,
     jobs: int | None,
     fmt: str,
+    executor: str,
+    ray_address: str | None,
+    resume: str | None,
 ) -> None:
     """Rebuild TARGET from BASE and DELTA_DIR as a Hugging Face checkpoint directory OUTPUT.
 
     Refuses, writing nothing, a BASE other than the one the delta was made against and a damaged delta.
+    With --executor ray every node must see BASE, DELTA_DIR and OUTPUT at the same path.
     """
     from ..delta import apply_delta
 
-    max_bytes = max_shard
+    ex = open_executor(executor, jobs, ray_address, resume)
     res = apply_delta(
-        base, delta_dir, output, verify=verify, jobs=jobs, max_shard_bytes=max_bytes, overwrite=overwrite,
-        progress=fmt == "human",
+        base, delta_dir, output, verify=verify, jobs=jobs, max_shard_bytes=max_shard, overwrite=overwrite,
+        progress=fmt == "human", executor=ex, resume=resume,
     )  # fmt: skip
     if fmt == "json":
         emit_json(res.to_json())

@@ -2,9 +2,10 @@
 
 Everything that can be checked is checked before anything is written: the manifest (and its seal), the
 size and sha256 of every data and side file, and the base's fingerprint. Then each tensor is rebuilt
-chunk by chunk on a pool of threads: runs of unchanged chunks are copied from the base file in the
-kernel (``copy_file_range``), sparse chunks are read from the base and patched at their positions,
-chunks stored whole are decoded; each piece goes straight to its offset in the output shard. The side files
+chunk by chunk on the engine, on any executor (:mod:`.rebuild`): runs of unchanged chunks are copied from
+the base file in the kernel (``copy_file_range``), sparse chunks are read from the base and patched at
+their positions, chunks stored whole are decoded; each piece goes straight to its offset in the output
+shard, laid out before any data. With a resume directory the shards live there until the end. The side files
 follow (their names are never those of weight or index files, see ``delta.format``). With ``verify`` the
 finished directory is then read back as a checkpoint and every tensor is hashed and compared with the
 manifest, so what is checked is what is on disk. The output directory appears atomically, so a failure at
@@ -16,36 +17,40 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, validate
-from ..dtypes import DTYPES
 from ..engine.executors.base import default_jobs
+from ..engine.job import Job, Row
+from ..engine.resume import JOURNAL, ResumeMismatchError, journaled, open_resume
+from ..engine.run import Codec, run
 from ..errors import DeltaFormatError
 from ..fingerprint import of_checkpoint
 from ..io.atomic import atomic_dir
 from ..io.checkpoint import Checkpoint, open_checkpoint
-from ..io.outputs import DIR, Input, Output, check_outputs, checkpoint_inputs, path_inputs
+from ..io.outputs import DIR, INTO, Input, Output, check_outputs, checkpoint_inputs, path_inputs
 from ..io.reader import ChunkReader, FileHandles
 from ..refs import load_checkpoint
 from ..report.schema import SCHEMA_VERSION
-from .encode import decode_values, patch_chunk
 from .errors import DeltaVerifyError, check_fingerprint
-from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, check_files, load_manifest
+from .format import FROM_BASE, MANIFEST_NAME, Manifest, check_files, load_manifest
+from .rebuild import Rebuilder, engine_chunk
 from .shards import DEFAULT_MAX_SHARD_BYTES, OutTensor, ShardWriter
 from .sidefiles import copy_side_files, side_files
-from .store import DataReader
+
+if TYPE_CHECKING:
+    from ..engine.executors.base import Executor
 
 #: what ``delta apply`` leaves beside the checkpoint it writes: the files it wrote, so that ``overwrite``
 #: replaces only such a directory
 OUTPUT_RECORD = ".subnetscope-apply.json"
 OUTPUT_FORMAT = "subnetscope.delta_apply_output"
+#: where a resumable run keeps its partial output, inside the resume directory
+PARTIAL = "output"
 
 
 @dataclass
@@ -107,73 +112,32 @@ def _check_base(manifest: Manifest, base: Checkpoint, delta: str) -> None:
         )
 
 
-def _scratch(local: threading.local, bits: np.dtype, n: int) -> np.ndarray:
-    """A writable per-thread buffer of ``n`` elements of ``bits``."""
-    bufs: dict[str, np.ndarray] | None = getattr(local, "bufs", None)
-    if bufs is None:
-        bufs = local.bufs = {}
-    buf = bufs.get(bits.str)
-    if buf is None:
-        buf = bufs[bits.str] = np.empty(n, dtype=bits)
-    return buf
+def _partial(resume: Path, outs: list[OutTensor], max_shard_bytes: int) -> ShardWriter:
+    """The shards of a resumable run, in ``resume/output``: continued when laid out there, else new."""
+    part = resume / PARTIAL
+    if ShardWriter.laid_out(part, outs, max_shard_bytes):
+        return ShardWriter(part, outs, max_shard_bytes, create=False)
+    if journaled(resume):
+        raise ResumeMismatchError(
+            f"{part}: the partial output of the finished tensors journaled in {resume} is missing or damaged",
+            f"delete {resume} to start over",
+        )
+    part.mkdir(exist_ok=True)
+    return ShardWriter(part, outs, max_shard_bytes)
 
 
-def _rebuild(
-    e: TensorEntry,
-    m: Manifest,
-    base: Checkpoint,
-    handles: FileHandles,
-    reader: DataReader,
-    out: ShardWriter,
-    local: threading.local,
-) -> None:
-    """Write one tensor chunk by chunk.
-
-    Runs of unchanged chunks are copied from the base file in the kernel (``copy_file_range``); a sparse
-    chunk is read from the base into a private buffer, patched, and written; a chunk stored whole is
-    decoded and written. (Patching through a writable map of the output was measured slower here: every
-    first write to a page of a shared file map takes a fault.)
-    """
-    r: ChunkReader | None = getattr(local, "r", None)
-    if r is None:
-        r = local.r = ChunkReader(handles, m.chunk_elements * 8)
-    bits = DTYPES[e.dtype].bits_dtype
-    size = bits.itemsize
-    b = base.tensors[e.name] if e.encoding in FROM_BASE else None
-    records = {rec.index: rec for rec in e.chunks}
-    run_start = run_end = 0  # a run of unchanged chunks, copied in one go
-
-    def flush() -> None:
-        nonlocal run_start
-        if run_end > run_start:
-            assert b is not None
-            n = (run_end - run_start) * size
-            out.copy_from(e.name, run_start * size, handles.fd(b.path), b.start + run_start * size, n)
-        run_start = run_end
-
-    for i in range(m.nchunks(e)):
-        s, c = m.chunk_span(e, i)
-        if c == 0:
-            continue
-        rec = records.get(i)
-        if rec is None:  # extend the run of copied chunks
-            assert b is not None
-            run_end = s + c
-            continue
-        flush()
-        where = f"{m.path}: tensor {e.name!r} chunk {i}"
-        pblob, vblob = reader.blobs(rec)
-        values = decode_values(rec.val_codec, vblob, bits, rec.changed, where)
-        if rec.positions == "all":
-            piece = values
-        else:
-            assert b is not None
-            piece = _scratch(local, bits, m.chunk_elements)[:c]
-            np.copyto(piece, r.read(b, s, c))  # reads are read-only views: patch a private copy
-            patch_chunk(piece, rec.positions, rec.pos_codec, pblob, values, where)
-        out.write(e.name, s * size, np.ascontiguousarray(piece).data)
-        run_start = run_end = s + c
-    flush()
+def _take(resume: Path, names: list[str], tmp: Path) -> None:
+    """Move the finished shards from ``resume`` into the output ``tmp``: the journal goes first, so an
+    interruption in between leaves a resume directory that starts over, never one whose journal names
+    bytes that are gone."""
+    (resume / JOURNAL).unlink(missing_ok=True)
+    for name in names:
+        src = resume / PARTIAL / name
+        try:
+            os.replace(src, tmp / name)
+        except OSError:  # another file system
+            shutil.copyfile(src, tmp / name)
+            src.unlink()
 
 
 def not_our_output(path: Path) -> str | None:
@@ -244,6 +208,9 @@ def apply_delta(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     overwrite: bool = False,
     progress: bool = False,
+    executor: str | Executor | None = None,
+    ray_address: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> ApplyResult:
     """Rebuild TARGET from ``base`` and the delta in ``delta_dir`` into the new directory ``out_dir``.
 
@@ -253,11 +220,19 @@ def apply_delta(
     if one differs; nothing is written then either). ``out_dir`` may not be, hold or lie inside an input;
     with ``overwrite`` an existing ``out_dir`` is replaced only when an earlier ``apply_delta`` wrote it
     (it keeps the list of its files in ``.subnetscope-apply.json``) and it holds nothing else.
+
+    ``executor`` / ``ray_address`` choose where the rebuild runs (as for :func:`subnetscope.compare`; on
+    Ray every node must see the base, the delta and the output directory at the same path, a shared
+    filesystem). With ``resume`` the shards are written in ``resume/output`` and finished tensors are
+    journaled once their bytes are synced; a resumed run continues them. At the end the shards move into
+    ``out_dir`` (which still appears atomically) and the journal is cleared, so the directory is used up:
+    running again with it starts over. The output's bytes depend on neither.
     """
-    from ..progress import progress_bar
+    from ..engine.executors.factory import resolve
 
     validate.jobs(jobs)
     validate.int_range(max_shard_bytes, "max_shard_bytes")
+    ex = resolve(executor, jobs, ray_address)
     m = load_manifest(delta_dir)
     nthreads = jobs or default_jobs()
     bck = base if isinstance(base, Checkpoint) else load_checkpoint(base)
@@ -266,37 +241,38 @@ def apply_delta(
     check_outputs(
         [*checkpoint_inputs(bck, "BASE"), Input(Path(delta_dir), "the delta directory"),
          *path_inputs(delta_files, "a file of the delta")],
-        [Output(out, "the output directory", DIR, overwrite, not_our_output)],
+        [Output(out, "the output directory", DIR, overwrite, not_our_output), Output(resume, "resume", INTO)],
     )  # fmt: skip
     check_files(m, digests=True, jobs=nthreads)
     _check_base(m, bck, str(delta_dir))
     outs = [OutTensor(t.name, t.dtype, t.shape, t.nbytes) for t in m.tensors]
-    local = threading.local()
+    rows = [
+        Row(k, t.name, (), t.numel, (t, bck.tensors.get(t.name) if t.encoding in FROM_BASE else None),
+            ordered=True, work=t.nbytes)
+        for k, t in enumerate(m.tensors)
+    ]  # fmt: skip
+    identity = {"kind": "subnetscope.delta_apply", "base": of_checkpoint(bck).to_json(),
+                "manifest_sha256": hashlib.sha256((Path(delta_dir) / MANIFEST_NAME).read_bytes()).hexdigest(),
+                "max_shard_bytes": max_shard_bytes, "tool_version": __version__}  # fmt: skip
+    codec = Codec(lambda res: res[0], lambda obj: [str(obj)], None)
 
-    with (
-        atomic_dir(out, overwrite, not_our_output) as tmp,
-        FileHandles() as handles,
-        DataReader(Path(delta_dir), m.files) as reader,
-    ):
-        writer = ShardWriter(tmp, outs, max_shard_bytes)
+    with atomic_dir(out, overwrite, not_our_output) as tmp:
+        if resume is None:
+            writer = ShardWriter(tmp, outs, max_shard_bytes)
+        else:  # check (or make) the resume directory before its partial output goes into it
+            open_resume(resume, identity, {r.name: r.numel for r in rows}, codec.decode).close()
+            writer = _partial(Path(resume), outs, max_shard_bytes)
+            codec = Codec(codec.encode, codec.decode, lambda res: [writer.directory / res[0]])
+        rebuilder = Rebuilder(m, Path(delta_dir), writer)
+        job = Job(rows, [rebuilder], engine_chunk(m.chunk_elements), "delta apply", progress)
         try:
-            with progress_bar(m.target_bytes, "delta apply", enabled=progress, unit="B") as bar:
-                todo = sorted(m.tensors, key=lambda t: -t.nbytes)
-                with ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="subnetscope-delta") as ex:
-                    futures = [
-                        (t, ex.submit(_rebuild, t, m, bck, handles, reader, writer, local)) for t in todo
-                    ]
-                    try:
-                        for t, f in futures:
-                            f.result()
-                            bar.update(t.nbytes)
-                    except BaseException:
-                        for _t, f in futures:
-                            f.cancel()
-                        raise
+            run(job, ex, resume, identity, codec)
         finally:
+            rebuilder.close()
             writer.close()
-        files = writer.finish()
+        files = writer.finish(tmp)
+        if resume is not None:
+            _take(Path(resume), writer.names, tmp)
         if m.side_files:
             extra = copy_side_files([Path(delta_dir) / f.name for f in m.side_files], tmp)
             source = "delta"

@@ -65,10 +65,17 @@ def header_bytes(tensors: list[OutTensor], metadata: dict[str, str]) -> bytes:
 
 
 class ShardWriter:
-    """Creates the shards in ``directory`` and accepts each tensor's bytes in any order, from any thread."""
+    """Creates the shards in ``directory`` and accepts each tensor's bytes in any order, from any thread.
 
-    def __init__(self, directory: Path, tensors: list[OutTensor], max_shard_bytes: int) -> None:
+    With ``create=False`` it opens shards an earlier writer laid out (a resumed run continues them); a
+    pickled writer (a spawned or Ray worker) reopens its shards that way, by path.
+    """
+
+    def __init__(
+        self, directory: Path, tensors: list[OutTensor], max_shard_bytes: int, create: bool = True
+    ) -> None:
         self.directory = directory
+        self._args = (list(tensors), max_shard_bytes)
         groups = plan_shards(tensors, max_shard_bytes)
         self.names = shard_names(len(groups))
         self._where: dict[str, tuple[int, int]] = {}
@@ -80,18 +87,44 @@ class ShardWriter:
         try:
             for name, group in zip(self.names, groups):
                 head = header_bytes(group, {"format": "pt"})
-                fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC if create else os.O_RDWR
+                fd = os.open(directory / name, flags, 0o644)
                 self._fds.append(fd)
-                os.pwrite(fd, head, 0)
+                if create:
+                    os.pwrite(fd, head, 0)
                 pos = len(head)
                 for t in group:
                     self._where[t.name] = (fd, pos)
                     self.weight_map[t.name] = name
                     pos += t.nbytes
-                os.ftruncate(fd, pos)
+                if create:
+                    os.ftruncate(fd, pos)
+                elif os.fstat(fd).st_size != pos or os.pread(fd, len(head), 0) != head:
+                    raise ValueError(f"{directory / name}: not the shard this writer lays out")
         except BaseException:
             self.close()
             raise
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"directory": self.directory, "args": self._args}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        args: tuple[list[OutTensor], int] = state["args"]  # type: ignore[assignment]
+        directory: Path = state["directory"]  # type: ignore[assignment]
+        self.__init__(directory, args[0], args[1], create=False)  # type: ignore[misc]
+
+    @staticmethod
+    def laid_out(directory: Path, tensors: list[OutTensor], max_shard_bytes: int) -> bool:
+        """Whether ``directory`` holds every shard such a writer lays out, at its size and with its header."""
+        try:
+            ShardWriter(directory, tensors, max_shard_bytes, create=False).close()
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def shard_of(self, name: str) -> str:
+        """The shard file that holds tensor ``name``."""
+        return self.weight_map[name]
 
     def write(self, name: str, offset: int, data: memoryview | bytes) -> None:
         """Write ``data`` at byte ``offset`` of tensor ``name``."""
@@ -127,8 +160,9 @@ class ShardWriter:
             self.write(name, offset + done, block)
             done += len(block)
 
-    def finish(self) -> list[str]:
-        """Close the shards and write the index when there are several; the files written.
+    def finish(self, index_dir: Path | None = None) -> list[str]:
+        """Close the shards and write the index (into ``index_dir``, default the shards' directory) when
+        there are several; the files written.
 
         Like ``save_pretrained``, this does not fsync: the atomic rename of the directory guards against
         interrupted runs, not against a power cut right after one.
@@ -137,7 +171,7 @@ class ShardWriter:
         files = list(self.names)
         if len(self.names) > 1:
             index = {"metadata": {"total_size": self.total_size}, "weight_map": self.weight_map}
-            (self.directory / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+            (index_dir or self.directory).joinpath(INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
             files.append(INDEX_NAME)
         return files
 

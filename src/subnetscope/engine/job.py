@@ -47,6 +47,9 @@ class Row:
     payload: Any = None  #: the measure's own description of the row (e.g. a compare ``Pair``)
     ordered: bool = False  #: its chunks go to the consumers in order, on one thread (see the module docs)
     packed: tuple[bool, ...] = ()  #: per input: it holds packed bits (1 per element, little bit order)
+    #: bytes of work of a row whose consumer does its own I/O (the engine reads no input for it): what
+    #: progress counts and the ``auto`` policy weighs for it (None: the bytes the engine reads)
+    work: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -67,7 +70,10 @@ class Row:
         return min(first, n), max(0, min(last, n) - min(first, n))
 
     def bytes_of(self, start: int, count: int) -> int:
-        """Bytes read for row elements ``[start, start + count)``, all inputs together."""
+        """Bytes read for row elements ``[start, start + count)``, all inputs together (or its share of
+        ``work``)."""
+        if self.work is not None:
+            return self.work if count >= self.numel else self.work * count // max(1, self.numel)
         return sum(self.extent(r, start, count)[1] * i.dtype.itemsize for r, i in enumerate(self.infos))
 
 
