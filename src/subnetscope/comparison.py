@@ -12,7 +12,7 @@ from .io.checkpoint import Checkpoint
 from .measures.compare import ChunkConsumer, PassOptions, run_pass
 from .plan import Pair, Plan, make_plan
 from .refs import load_checkpoint
-from .report.schema import Finding, Report
+from .results.schema import Finding, Report
 from .stats import TensorStats
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ def mask_summary(report: Any, path: str, tol: float) -> dict[str, Any]:
     """The ``mask --format json`` document: what was written and how many parameters it marks."""
     import os
 
-    from ..report.schema import SCHEMA_VERSION
+    from ..results.schema import SCHEMA_VERSION
 
     ov = report.overall
     i = report.tolerances.index(tol)
@@ -94,7 +94,7 @@ def mask(
     from ..display import printable
     from ..io.outputs import Output, check_outputs, checkpoint_inputs
     from ..refs import load_checkpoint
-    from ..report.table import fmt_tol, human_count, pct, ref_of
+    from ..render.table import fmt_tol, human_count, pct, ref_of
 
     t = tol  # checked by the option's type, as the library checks it
     bck, tck = load_checkpoint(base), load_checkpoint(target)
@@ -185,7 +185,8 @@ def overlap(
     """
     from ..errors import UsageError
     from ..overlap import overlap as run_overlap
-    from ..overlap import overlap_deltas, render
+    from ..overlap import overlap_deltas
+    from ..render.overlap import render
 
     def check_output(masks: tuple[str, ...], refs: list[str]) -> None:
         if not output:

@@ -37,7 +37,7 @@ from typing import Any
 
 from .. import __version__
 from ..io.atomic import write_text_atomic
-from ..report.schema import SCHEMA_VERSION
+from ..results.schema import SCHEMA_VERSION
 from .base import cache_dir, prepare_base
 from .config import StudyConfig
 from .numerics import NumericsWorker, mode_id, numerics_mode
@@ -454,7 +454,7 @@ def step_figures(ctx: StudyContext) -> None:
     with ctx.step("figures"):
 
         def heatmaps() -> None:
-            from ..report import plots
+            from ..render import plots
 
             spread = {}
             for name in ctx.cfg.analysis.heatmap:
@@ -467,7 +467,7 @@ def step_figures(ctx: StudyContext) -> None:
 
         def ulp_view() -> None:
             from ..anatomy.ulp import summarize
-            from ..report import plots
+            from ..render import plots
 
             rows = {}
             for name in ctx.cfg.analysis.ulp:
@@ -488,7 +488,7 @@ def step_figures(ctx: StudyContext) -> None:
                 ctx.results["ulp"] = rows
 
         def html() -> None:
-            from ..report.html import write_html
+            from ..render.html import write_html
 
             names = list(ctx.reports)
             path = ctx.work / "report.html"

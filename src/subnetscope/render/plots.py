@@ -4,7 +4,7 @@
   (exact at every power of two when the report has ``--ulp`` histograms), the ULP histogram;
 - rank reports: mean update rank per matrix type;
 - several compare reports: sparsity per report (paper Figure 1);
-- series reports: delegated to :mod:`subnetscope.report.series_plots`.
+- series reports: delegated to :mod:`subnetscope.render.series_plots`.
 
 :func:`plot_report` dispatches on the report's ``"report"`` key and writes PNG and SVG files atomically.
 """
@@ -286,14 +286,14 @@ def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list
 
     compare → ``heatmap``, ``sparsity_vs_tolerance`` (+ ``ulp_histogram`` with --ulp); rank → ``rank``;
     series and an UpdateTracker's tracker.json → whatever
-    :func:`subnetscope.report.series_plots.plot_series` writes.
+    :func:`subnetscope.render.series_plots.plot_series` writes.
     """
     from .fields import check_report
 
     check_report(obj)
     kind = obj.get("report")
     if kind == "subnetscope.compare":
-        from .schema import check_schema
+        from ..results.schema import check_schema
 
         check_schema(dict(obj), "subnetscope.compare")
         paths = save_figure(heatmap(obj), out_dir, "heatmap")
@@ -302,7 +302,7 @@ def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list
             paths += save_figure(ulp_histogram(obj), out_dir, "ulp_histogram")
         return paths
     if kind == "subnetscope.rank":
-        from .schema import check_schema
+        from ..results.schema import check_schema
 
         check_schema(dict(obj), "subnetscope.rank")
         return save_figure(rank_bars(obj), out_dir, "rank")
@@ -310,11 +310,11 @@ def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list
         import importlib
 
         try:
-            series_plots = importlib.import_module("subnetscope.report.series_plots")
+            series_plots = importlib.import_module("subnetscope.render.series_plots")
         except ModuleNotFoundError as e:
             if e.name and e.name.endswith("series_plots"):
                 raise MissingDependencyError(
-                    "series plots are not available: subnetscope.report.series_plots is not installed",
+                    "series plots are not available: subnetscope.render.series_plots is not installed",
                     "upgrade subnetscope to a version with the series command",
                 ) from None
             raise

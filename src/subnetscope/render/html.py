@@ -91,7 +91,7 @@ def split_reports(
                 f"the HTML report takes compare and rank reports, not {kind!r}",
                 "use `subnetscope plot` for series reports",
             )
-        from .schema import check_schema
+        from ..results.schema import check_schema
 
         check_schema(dict(obj), str(kind))
         if kind == "subnetscope.compare":
