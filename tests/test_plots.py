@@ -16,7 +16,7 @@ from subnetscope.anatomy import ulp
 from subnetscope.anatomy.rank import rank_report
 from subnetscope.comparison import compare
 from subnetscope.naming import KINDS
-from subnetscope.report import plots
+from subnetscope.render import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
