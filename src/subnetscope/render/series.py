@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..display import printable
-from ..series import SeriesReport
+from ..results.series import SeriesReport
 from .table import finding_lines, fmt_tol, human_count, pct, table
 
 
