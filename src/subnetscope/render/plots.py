@@ -281,6 +281,26 @@ def has_ulp(obj: Mapping[str, Any]) -> bool:
     return isinstance(blk, Mapping) and "delta_edges" in blk
 
 
+def plot_compare(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """A compare report's plots: ``heatmap``, ``sparsity_vs_tolerance`` (+ ``ulp_histogram`` with ULP data)."""
+    from ..results.schema import check_schema
+
+    check_schema(dict(obj), "subnetscope.compare")
+    paths = save_figure(heatmap(obj), out_dir, "heatmap")
+    paths += save_figure(tolerance_curve(obj), out_dir, "sparsity_vs_tolerance")
+    if has_ulp(obj):
+        paths += save_figure(ulp_histogram(obj), out_dir, "ulp_histogram")
+    return paths
+
+
+def plot_rank(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """A rank report's plot: ``rank``."""
+    from ..results.schema import check_schema
+
+    check_schema(dict(obj), "subnetscope.rank")
+    return save_figure(rank_bars(obj), out_dir, "rank")
+
+
 def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
     """Every plot of one JSON report into ``out_dir`` (PNG and SVG); returns the paths written.
 
@@ -292,33 +312,23 @@ def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list
 
     check_report(obj)
     kind = obj.get("report")
-    if kind == "subnetscope.compare":
-        from ..results.schema import check_schema
+    from .dispatch import PLOTTERS
 
-        check_schema(dict(obj), "subnetscope.compare")
-        paths = save_figure(heatmap(obj), out_dir, "heatmap")
-        paths += save_figure(tolerance_curve(obj), out_dir, "sparsity_vs_tolerance")
-        if has_ulp(obj):
-            paths += save_figure(ulp_histogram(obj), out_dir, "ulp_histogram")
-        return paths
-    if kind == "subnetscope.rank":
-        from ..results.schema import check_schema
-
-        check_schema(dict(obj), "subnetscope.rank")
-        return save_figure(rank_bars(obj), out_dir, "rank")
-    if kind in ("subnetscope.series", "subnetscope.tracker"):  # tracker.json uses the series keys
+    target = PLOTTERS.get(str(kind)) if isinstance(kind, str) else None
+    if target is not None:
         import importlib
 
+        module, name = target
         try:
-            series_plots = importlib.import_module("subnetscope.render.series_plots")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name and e.name.endswith("series_plots"):
                 raise MissingDependencyError(
-                    "series plots are not available: subnetscope.render.series_plots is not installed",
+                    f"series plots are not available: {module} is not installed",
                     "upgrade subnetscope to a version with the series command",
                 ) from None
             raise
-        res = series_plots.plot_series(obj, out_dir)
+        res = getattr(mod, name)(obj, out_dir)
         return [Path(p) for p in res] if res is not None else []
     raise SubnetscopeError(
         f"cannot plot a report of kind {kind!r}",
