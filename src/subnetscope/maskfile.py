@@ -228,7 +228,7 @@ class MaskFile(Mapping[str, np.ndarray]):
         if meta.get("format") != FORMAT:
             raise MaskFormatError(
                 f"{self.path}: not a subnetscope mask (format {meta.get('format')!r})",
-                "give a file written by `subnetscope mask` or `compare --mask-out`",
+                "give a file written by `MaskFile` or `compare(mask_out=...)`",
             )
         version = meta.get("format_version")
         if version not in READABLE_VERSIONS:

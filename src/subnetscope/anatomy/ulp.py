@@ -327,7 +327,7 @@ def _block(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     blk = obj.get(REPORT_KEY)
     if not isinstance(blk, Mapping) or "delta_edges" not in blk:
         raise MissingAnatomyError(
-            "the report has no ULP / |Δ| histograms", "rerun compare with --ulp (or use compare_ulp())"
+            "the report has no ULP / |Δ| histograms", "rerun compare with `ulp=True` (or use compare_ulp())"
         )
     return blk
 
@@ -369,7 +369,7 @@ def unchanged_at(report: Any, tol: float, tensors: Sequence[str] | None = None) 
                 hi += int(t["identical"])
                 continue
             raise MissingAnatomyError(
-                f"tensor {t['name']!r} has no |Δ| histogram", "rerun compare with --ulp on every tensor"
+                f"tensor {t['name']!r} has no |Δ| histogram", "rerun compare with `ulp=True` on every tensor"
             )
         a, b = unchanged_bounds(entry["delta_hist"], edges, tol)
         lo += a
