@@ -130,15 +130,15 @@ def heatmap(obj: Mapping[str, Any], tol_index: int | None = None, width: float =
 
 
 def _hist_curve(obj: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
-    from ..anatomy import ulp
+    from ..anatomy import ulp_report
 
     try:
-        blk = ulp._block(obj)
+        blk = ulp_report.histogram_block(obj)
         tols = [float(t) for t in obj["tolerances"] if float(t) > 0] or [1e-5]
         lo, hi = min(tols) / 1e3, max(tols) * 1e4
         edges = [e for e in blk["delta_edges"] if lo <= e <= hi]
         numel = int(obj["overall"]["numel"])
-        ys = [100.0 * ulp.unchanged_at(obj, e)[0] / numel for e in edges] if numel else []
+        ys = [100.0 * ulp_report.unchanged_at(obj, e)[0] / numel for e in edges] if numel else []
     except SubnetscopeError:
         return None
     return edges, ys
