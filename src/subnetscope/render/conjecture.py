@@ -1,8 +1,8 @@
-"""The ``conjecture`` output for people (:class:`~subnetscope.train.sub_vs_full.ConjectureResult` as text)."""
+"""The ``conjecture`` output for people (:class:`~subnetscope.results.conjecture.ConjectureResult` as text)."""
 
 from __future__ import annotations
 
-from ..train.sub_vs_full import PAPER, ConjectureResult
+from ..results.conjecture import PAPER, ConjectureResult
 from .table import finding_lines, fmt_tol, human_count, pct, ref_of, table
 
 

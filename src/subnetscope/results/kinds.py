@@ -53,7 +53,7 @@ REPORT_KINDS: dict[str, ReportKind] = {
         ReportKind("subnetscope.tracker", "subnetscope.train.tracker", "UpdateTracker", "UpdateTracker.save"),
         ReportKind("subnetscope.overlap", "subnetscope.results.overlap", "OverlapReport", "overlap.overlap"),
         ReportKind(
-            "subnetscope.conjecture", "subnetscope.train.sub_vs_full", "ConjectureResult", "train.conjecture"
+            "subnetscope.conjecture", "subnetscope.results.conjecture", "ConjectureResult", "train.conjecture"
         ),
         ReportKind(
             "subnetscope.mask", "subnetscope.results.mask", "mask_summary", "results.mask.mask_summary"
