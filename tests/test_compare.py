@@ -156,7 +156,7 @@ def test_findings_are_collected_together(tmp_path):
     q = t["model.layers.0.self_attn.q_proj.weight"]
     assert q.counts.nonfinite_target == 1 and q.counts.identical == q.counts.numel - 1
     assert "model.layers.0.mlp.down_proj.weight" not in t
-    with pytest.raises(StrictCheckError, match=r"--strict: 6 finding\(s\)") as ei:
+    with pytest.raises(StrictCheckError, match=r"`strict=True`: 6 finding\(s\)") as ei:
         subnetscope.compare(tmp_path / "b", tmp_path / "t", strict=True)
     assert ei.value.report is not None and len(ei.value.report.findings) == 6
 

@@ -19,7 +19,7 @@ from subnetscope.anatomy import ulp
 from subnetscope.anatomy.rank import rank_report
 from subnetscope.comparison import compare
 from subnetscope.errors import SubnetscopeError, UsageError
-from subnetscope.report import html as report_html
+from subnetscope.render import html as report_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

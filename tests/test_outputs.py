@@ -263,7 +263,7 @@ def test_the_message_names_the_output_and_the_input(world, capsys, argv, words):
 def test_library_entry_points_refuse_the_same(world, tmp_path):
     from subnetscope.delta import apply_delta, export_delta
     from subnetscope.errors import OutputConflictError, UsageError
-    from subnetscope.report.html import write_html
+    from subnetscope.render.html import write_html
 
     b, t, d = world / "base", world / "tgt", world / "d"
     before = tree(world)

@@ -16,7 +16,7 @@ from subnetscope.anatomy import ulp
 from subnetscope.anatomy.rank import rank_report
 from subnetscope.comparison import compare
 from subnetscope.naming import KINDS
-from subnetscope.report import plots
+from subnetscope.render import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -105,21 +105,21 @@ def test_series_is_delegated(reports, tmp_path, monkeypatch):
         p.write_bytes(PNG_MAGIC)
         return [p]
 
-    fake = types.ModuleType("subnetscope.report.series_plots")
+    fake = types.ModuleType("subnetscope.render.series_plots")
     fake.plot_series = plot_series  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "subnetscope.report.series_plots", fake)
+    monkeypatch.setitem(sys.modules, "subnetscope.render.series_plots", fake)
     obj = {"report": "subnetscope.series", "schema_version": "1.0"}
     assert plots.plot_report(obj, tmp_path) == [tmp_path / "series.png"]
     assert seen["obj"] is obj
 
 
 def test_series_module_missing_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "subnetscope.report.series_plots", None)
+    monkeypatch.setitem(sys.modules, "subnetscope.render.series_plots", None)
     f = tmp_path / "s.json"
     f.write_text(json.dumps({"report": "subnetscope.series", "schema_version": "1.0"}))
     code, _, err = run_main(["plot", str(f), "-o", str(tmp_path / "o")], capsys)
     assert code == 2
-    assert "series plots are not available: subnetscope.report.series_plots is not installed" in err
+    assert "series plots are not available: subnetscope.render.series_plots is not installed" in err
 
 
 def test_unknown_kind_and_bad_file(tmp_path, capsys):

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from subnetscope.cli import main
-from subnetscope.report.fields import ReportFormatError, check_report
+from subnetscope.render.fields import ReportFormatError, check_report
 
 
 @pytest.fixture(scope="module")

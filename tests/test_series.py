@@ -345,7 +345,7 @@ def test_cli_errors(run, capsys, tmp_path):
 
 
 def test_plots(run, tmp_path):
-    from subnetscope.report.series_plots import plot_series
+    from subnetscope.render.series_plots import plot_series
 
     j = series(run["dirs"][0], run["root"] / "run").to_json()
     files = plot_series(j, tmp_path / "plots")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from subnetscope.report.plots import HEATMAP_WIDTH, MIN_LABEL_PT, heatmap, heatmap_labels
+from subnetscope.render.plots import HEATMAP_WIDTH, MIN_LABEL_PT, heatmap, heatmap_labels
 
 
 @pytest.mark.parametrize(

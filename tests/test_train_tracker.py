@@ -165,7 +165,7 @@ def test_usage_errors(tmp_path):
 def test_json_is_readable_by_the_series_plots(tmp_path):
     """tracker.json uses the series report's keys: the series plots draw it."""
     pytest.importorskip("matplotlib")
-    series_plots = pytest.importorskip("subnetscope.report.series_plots")
+    series_plots = pytest.importorskip("subnetscope.render.series_plots")
     _, tracker = known_run(tmp_path, every=1)
     doc = json.loads(tracker.save().read_text())
     for s in doc["steps"]:

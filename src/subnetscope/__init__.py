@@ -20,13 +20,13 @@ if TYPE_CHECKING:
     from .comparison import compare
     from .maskfile import MaskFile
     from .refs import load_checkpoint
-    from .report.schema import Report
+    from .results.schema import Report
 
 __all__ = ["MaskFile", "Report", "__version__", "compare", "load_checkpoint"]
 
 _LAZY = {
     "compare": ("subnetscope.comparison", "compare"),
-    "Report": ("subnetscope.report.schema", "Report"),
+    "Report": ("subnetscope.results.schema", "Report"),
     "MaskFile": ("subnetscope.maskfile", "MaskFile"),
     "load_checkpoint": ("subnetscope.refs", "load_checkpoint"),
 }

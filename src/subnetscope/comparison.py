@@ -12,7 +12,7 @@ from .io.checkpoint import Checkpoint
 from .measures.compare import ChunkConsumer, PassOptions, run_pass
 from .plan import Pair, Plan, make_plan
 from .refs import load_checkpoint
-from .report.schema import Finding, Report
+from .results.schema import Finding, Report
 from .stats import TensorStats
 
 if TYPE_CHECKING:
@@ -155,9 +155,9 @@ def compare(
     if strict and report.findings:
         kinds = sorted({f.kind for f in report.findings})
         raise StrictCheckError(
-            f"--strict: {len(report.findings)} finding(s) ({', '.join(kinds)}), e.g. "
+            f"`strict=True`: {len(report.findings)} finding(s) ({', '.join(kinds)}), e.g. "
             f"{report.findings[0].tensor}: {report.findings[0].detail}",
-            "see the report's findings, or drop --strict to accept them",
+            "see the report's findings, or drop `strict=True` to accept them",
             report=report,
         )
     return report

@@ -56,7 +56,7 @@ def demo_config(
 def headline(doc: dict[str, Any]) -> str:
     """The lines ``make demo`` prints: SFT vs DPO sparsity, overall and per matrix type, and the overlap."""
     from .naming import KINDS
-    from .report.table import table
+    from .render.table import table
 
     rows = {r["run"]: r for r in doc["table1"]["rows"]}
     sft, dpo = rows["sft"], rows["dpo"]

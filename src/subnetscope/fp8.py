@@ -293,13 +293,14 @@ def consumer_for(
 # the report section
 
 
-def _counts(d: dict[str, Any]) -> Counts:
+def counts_of(d: dict[str, Any]) -> Counts:
+    """The :class:`~subnetscope.stats.Counts` of one ``fp8`` section entry (its JSON form)."""
     return Counts(int(d["numel"]), int(d["identical"]), [int(x) for x in d["unchanged"]],
                   int(d.get("nonfinite_base", 0)), int(d.get("nonfinite_target", 0)))  # fmt: skip
 
 
 def attach(report: Any, fplan: Fp8Plan) -> None:
-    """Add the ``fp8`` section to ``report`` (a :class:`~subnetscope.report.schema.Report`).
+    """Add the ``fp8`` section to ``report`` (a :class:`~subnetscope.results.schema.Report`).
 
     Drops the consumer's empty entries from non-FP8 tensors, then sums: the stored codes of the scaled
     weights, their dequantized values, the dequantized model (FP8 weights by value plus every other
@@ -320,7 +321,7 @@ def attach(report: Any, fplan: Fp8Plan) -> None:
         if isinstance(entry, dict):
             weights += 1
             codes.add(t.counts)
-            c = _counts(entry)
+            c = counts_of(entry)
             deq.add(c)
             model.add(c)
             blocks += int(entry["scale_blocks"])
@@ -354,32 +355,3 @@ def attach(report: Any, fplan: Fp8Plan) -> None:
         },
         "skipped": list(fplan.skipped),
     }
-
-
-def render(section: dict[str, Any], tolerances: list[float]) -> str:
-    """The human-readable ``fp8`` section (from the report's JSON)."""
-    from .report.table import fmt_tol, human_count, pct, table
-
-    bs = section["block_size"]
-    block = f"{bs[0]}x{bs[1]}" if bs and isinstance(bs[0], int) else "per tensor"
-    rows = []
-    for label, key in (("stored codes", "stored_codes"), ("dequantized values", "dequantized"),
-                       ("dequantized model", "dequantized_model")):  # fmt: skip
-        c = _counts(section[key])
-        rows.append([label, human_count(c.numel), pct(c.identical / c.numel if c.numel else 1.0),
-                     *(pct(s) for s in c.sparsity)])  # fmt: skip
-    head = ["fp8 view", "params", "identical", *(f"sparsity@{fmt_tol(t)}" for t in tolerances)]
-    sc = section["scales"]
-    out = [
-        f"FP8 block-scaled weights: {section['weights']} tensors, block {block} ({section['block_source']})",
-        table(head, rows),
-        "  dequantized model: every tensor but the scales, FP8 weights compared by value",
-        f"  scale tensors: {sc['changed_tensors']} of {sc['tensors']} changed "
-        f"({sc['changed_blocks']:,} of {sc['blocks']:,} blocks)",
-    ]
-    if section["skipped"]:
-        from .display import printable
-
-        out.append(f"  skipped ({len(section['skipped'])}): " + "; ".join(
-            f"{printable(s['tensor'])}: {printable(s['reason'])}" for s in section["skipped"][:5]))  # fmt: skip
-    return "\n".join(out)

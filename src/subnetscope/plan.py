@@ -1,7 +1,7 @@
 """Align two checkpoints by tensor name and decide what to compare, collecting every finding at once.
 
 Tensors are matched by name (the two sides may be sharded differently). A tensor on one side only, a
-shape change, a dtype change: each becomes a :class:`~subnetscope.report.schema.Finding`; none stops the
+shape change, a dtype change: each becomes a :class:`~subnetscope.results.schema.Finding`; none stops the
 plan. A resized first dimension (a grown vocabulary) is compared on the shared rows, and the rows only the
 target has count as changed.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .io.checkpoint import Checkpoint
 from .io.safetensors_header import TensorInfo
 from .naming import Namer
-from .report.schema import Finding
+from .results.schema import Finding
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def spectrum_metrics(
     if w0.shape != w1.shape or w0.ndim != 2:
         raise UsageError(f"spectrum needs two matrices of one shape, got {w0.shape} and {w1.shape}", "")
     if k < 1:
-        raise UsageError(f"spectrum k={k} must be at least 1", "use e.g. --spectrum 16")
+        raise UsageError(f"spectrum k={k} must be at least 1", "use e.g. `k=16`")
     d = (w1 - w0) if delta is None else delta
     m, n = w0.shape
     kk = min(k, m, n)

@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> Any:
     except SubnetscopeError as e:
         if debug():
             raise
-        click.echo(f"subnetscope: error: {printable(e.one_line())}", err=True)
+        from .advice import cli_line
+
+        click.echo(f"subnetscope: error: {printable(cli_line(e))}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("subnetscope: interrupted", err=True)

@@ -80,7 +80,7 @@ def rank(
     float64 Gram matrix; plus stable rank, effective rank and the rank at other tolerances.
     """
     from ..anatomy.rank import parse_layers, rank_report
-    from ..report.table import render_rank
+    from ..render.table import render_rank
 
     layer_list = parse_layers(layers)
     check_report_output(output, {"BASE": base, "TARGET": target})

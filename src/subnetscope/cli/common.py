@@ -177,8 +177,8 @@ def check_report_output(output: str | None, checkpoints: dict[str, str]) -> None
 
 
 def emit_json(obj: Any) -> None:
-    """Write a report's JSON to stdout (one element per line, see :func:`~subnetscope.report.schema.json_text`)."""
-    from ..report.schema import json_text
+    """Write a report's JSON to stdout (one element per line, see :func:`~subnetscope.results.schema.json_text`)."""
+    from ..results.schema import json_text
 
     sys.stdout.write(json_text(obj) + "\n")
 
@@ -186,7 +186,7 @@ def emit_json(obj: Any) -> None:
 def emit_report(obj: Any, fmt: str, output: str | None, human: Callable[[], str]) -> None:
     """The end of every report command: ``-o`` file (atomically), then JSON or the human text on stdout,
     then where the file went on stderr. ``human`` is only called for the human format."""
-    from ..report.schema import json_text
+    from ..results.schema import json_text
 
     text = json_text(obj) + "\n" if output or fmt == "json" else ""  # encoded once for both
     if output:
@@ -203,10 +203,10 @@ def emit_report(obj: Any, fmt: str, output: str | None, human: Callable[[], str]
 
 @contextlib.contextmanager
 def unreadable_report(where: str) -> Iterator[None]:
-    """Around code that reads fields of JSON reports :func:`~subnetscope.report.fields.check_report` does
+    """Around code that reads fields of JSON reports :func:`~subnetscope.render.fields.check_report` does
     not check: a ``ValueError`` / ``TypeError`` / ``KeyError`` / ``IndexError`` there becomes one typed line
     naming the file(s) (``SUBNETSCOPE_DEBUG=1`` keeps the original traceback)."""
-    from ..report.fields import ReportFormatError
+    from ..render.fields import ReportFormatError
     from . import debug
 
     try:

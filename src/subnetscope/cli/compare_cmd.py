@@ -104,7 +104,7 @@ def compare(
     """  # fmt: skip
     from ..comparison import compare as run_compare
     from ..errors import StrictCheckError
-    from ..report.table import render_compare
+    from ..render.table import render_compare
 
     tols = tol
     ulp = ulp or step_size is not None
@@ -168,11 +168,11 @@ def compare(
     def human() -> str:
         parts = [render_compare(report, layers=layers)]
         if "fp8" in report.extra:
-            from ..fp8 import render as render_fp8
+            from ..render.fp8 import render as render_fp8
 
             parts.append(render_fp8(report.extra["fp8"], report.tolerances))
         if ulp or rank:
-            from ..report.table import render_rank, render_ulp
+            from ..render.table import render_rank, render_ulp
 
             if ulp:
                 parts.append(render_ulp(obj))

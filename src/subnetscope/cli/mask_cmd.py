@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from .common import (
@@ -20,38 +18,6 @@ from .common import (
     say,
     semantics_option,
 )
-
-MASK_REPORT = "subnetscope.mask"
-
-
-def mask_summary(report: Any, path: str, tol: float) -> dict[str, Any]:
-    """The ``mask --format json`` document: what was written and how many parameters it marks."""
-    import os
-
-    from ..report.schema import SCHEMA_VERSION
-
-    ov = report.overall
-    i = report.tolerances.index(tol)
-    changed = ov.changed[i]
-    size = os.path.getsize(path)
-    weights = ov.numel * 2  # the same model in bf16
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "report": MASK_REPORT,
-        "tool": {"name": "subnetscope", "version": report.tool_version},
-        "path": path,
-        "tolerance": tol,
-        "semantics": report.semantics,
-        "base": report.base,
-        "target": report.target,
-        "tensors": len(report.tensors),
-        "numel": ov.numel,
-        "changed": changed,
-        "sparsity": ov.sparsity[i],
-        "bytes": size,
-        "bytes_per_bf16_byte": size / weights if weights else None,
-        "findings": [f.to_json() for f in report.findings],
-    }
 
 
 @click.command("mask")
@@ -94,7 +60,7 @@ def mask(
     from ..display import printable
     from ..io.outputs import Output, check_outputs, checkpoint_inputs
     from ..refs import load_checkpoint
-    from ..report.table import fmt_tol, human_count, pct, ref_of
+    from ..render.table import fmt_tol, human_count, pct, ref_of
 
     t = tol  # checked by the option's type, as the library checks it
     bck, tck = load_checkpoint(base), load_checkpoint(target)
@@ -115,6 +81,8 @@ def mask(
         executor=ex,
         resume=resume,
     )
+    from ..results.mask import mask_summary
+
     s = mask_summary(report, output, t)
     if fmt == "json":
         emit_json(s)
@@ -185,7 +153,8 @@ def overlap(
     """
     from ..errors import UsageError
     from ..overlap import overlap as run_overlap
-    from ..overlap import overlap_deltas, render
+    from ..overlap import overlap_deltas
+    from ..render.overlap import render
 
     def check_output(masks: tuple[str, ...], refs: list[str]) -> None:
         if not output:

@@ -22,9 +22,9 @@ def plot(report: str, out_dir: str) -> None:
     """  # fmt: skip
     from ..display import printable
     from ..io.outputs import INTO, Output, check_outputs, path_inputs
-    from ..report.fields import check_report
-    from ..report.plots import plot_report
-    from ..report.schema import load_json
+    from ..render.fields import check_report
+    from ..render.plots import plot_report
+    from ..results.schema import load_json
     from .common import say, unreadable_report
 
     check_outputs(path_inputs([report], "the JSON report read"), [Output(out_dir, "-o", INTO)])

@@ -29,8 +29,8 @@ def report(reports: tuple[str, ...], added: tuple[str, ...], labels: tuple[str, 
     (a rank report, or compare --rank); with several compare reports, a comparison table and bar chart.
     """  # fmt: skip
     from ..io.outputs import Output, check_outputs, path_inputs
-    from ..report.html import write_html
-    from ..report.schema import load_json
+    from ..render.html import write_html
+    from ..results.schema import load_json
     from .common import unreadable_report
 
     paths = [*reports, *added]

@@ -56,7 +56,8 @@ def series(
     share of updates outside the final subnetwork and the running union of updated parameters; then the
     split into never updated / cancelled / final subnetwork.
     """
-    from ..series import expand_checkpoints, render
+    from ..render.series import render
+    from ..series import expand_checkpoints
     from ..series import series as run_series
 
     if output:

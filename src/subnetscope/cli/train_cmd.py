@@ -48,8 +48,8 @@ def conjecture(
     Reports the share of S's weights equal to F's within each tolerance, and the share of F's subnetwork
     (the weights F changed from BASE) that S reproduces, overall and per matrix type.
     """  # fmt: skip
+    from ..render.conjecture import render
     from ..train.sub_vs_full import conjecture as run
-    from ..train.sub_vs_full import render
 
     check_report_output(output, {"BASE": base, "FULL": full, "SUB": sub})
     result = run(base, full, sub, tol, subnetwork_tolerance=subnetwork_tol,

@@ -34,7 +34,7 @@ from ..io.reader import DEFAULT_CHUNK_ELEMENTS
 from ..io.safetensors_header import TensorInfo
 from ..plan import natural_key
 from ..refs import load_checkpoint
-from ..report.schema import SCHEMA_VERSION
+from ..results.schema import SCHEMA_VERSION
 from .encode import encode_chunk, encode_whole
 from .format import FROM_BASE, MANIFEST_NAME, Manifest, TensorEntry, not_a_delta, write_manifest
 from .sidefiles import copy_side_files, side_files

@@ -21,14 +21,9 @@ chunks; the rest is copied from the base), ``dense`` (every chunk stored whole: 
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import json
-import math
 import os
-import re
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,210 +32,52 @@ from ..errors import DeltaFormatError
 from ..fingerprint import Fingerprint
 from ..io import strict_json
 from ..io.safetensors_header import file_kind
-
-FORMAT = "subnetscope.delta"
-FORMAT_VERSION = "1"
-MANIFEST_NAME = "delta.json"
-
-ENCODINGS = ("unchanged", "sparse", "dense", "whole")
-#: encodings whose rebuild reads the base tensor
-FROM_BASE = ("unchanged", "sparse")
-POSITIONS = ("bitmap", "gaps", "all")
-CODECS = ("raw", "zstd")
-#: the columns of one chunk record in the manifest
-CHUNK_FIELDS = (
-    "index",
-    "changed",
-    "positions",
-    "pos_codec",
-    "pos_bytes",
-    "val_codec",
-    "val_bytes",
-    "file",
-    "offset",
-)
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-#: the config and tokenizer files a delta carries beside the weights (``config.json``, ``tokenizer.json``, ...)
-SIDE_PATTERNS = ("*.json", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt", "*.jinja")
-#: never a side file: weight files and their indexes (a side file of that name would replace what the
-#: rebuild writes), the delta manifest and ``delta apply``'s record of its output
-NOT_SIDE_FILES = (
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "*.bin",
-    "*.bin.index.json",
+from .manifest import (
+    CHUNK_FIELDS,
+    CODECS,
+    ENCODINGS,
+    FORMAT,
+    FORMAT_VERSION,
+    FROM_BASE,
+    HEX64,
     MANIFEST_NAME,
-    ".subnetscope-apply.json",
+    NOT_SIDE_FILES,
+    POSITIONS,
+    REDO_HINT,
+    SAFE_NAME,
+    SIDE_PATTERNS,
+    ChunkRecord,
+    Manifest,
+    StoredFile,
+    TensorEntry,
+    is_side_file_name,
+    seal_digest,
+    write_manifest,
 )
 
-
-def is_side_file_name(name: str) -> bool:
-    """Whether a file of this name travels with the weights as a config or tokenizer file."""
-    if any(fnmatch.fnmatchcase(name.lower(), s) for s in NOT_SIDE_FILES):  # case-blind file systems too
-        return False
-    return any(fnmatch.fnmatchcase(name, p) for p in SIDE_PATTERNS)
-
-
-_REDO = "re-export it with `subnetscope delta export BASE TARGET -o DIR`"
-
-
-@dataclass(frozen=True)
-class ChunkRecord:
-    """One stored chunk of a tensor."""
-
-    index: int  #: chunk number: elements ``[index * chunk_elements, ...)``
-    changed: int  #: elements whose bits differ from the base (all of them for ``all``)
-    positions: str  #: ``bitmap`` | ``gaps`` | ``all``
-    pos_codec: str
-    pos_bytes: int
-    val_codec: str
-    val_bytes: int
-    file: int  #: index into :attr:`Manifest.files`
-    offset: int  #: byte offset of the positions blob (the values blob follows it)
-
-    def to_json(self) -> list[Any]:
-        """The record as a row of :data:`CHUNK_FIELDS`."""
-        return [getattr(self, f) for f in CHUNK_FIELDS]
-
-
-@dataclass
-class TensorEntry:
-    """One tensor of TARGET, and how to rebuild it."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  #: safetensors code
-    sha256: str  #: of the rebuilt raw bytes
-    encoding: str  #: one of :data:`ENCODINGS`
-    changed: int  #: elements that differ from the base (all of them for ``whole``)
-    reason: str | None = None  #: for ``whole``: ``new``, ``shape`` or ``dtype``
-    chunks: list[ChunkRecord] = field(default_factory=list)
-
-    @property
-    def numel(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
-
-    @property
-    def itemsize(self) -> int:
-        """Bytes per element."""
-        return DTYPES[self.dtype].itemsize
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the rebuilt tensor."""
-        return self.numel * self.itemsize
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "sha256": self.sha256,
-            "encoding": self.encoding,
-            "changed": self.changed,
-        }
-        if self.reason is not None:
-            out["reason"] = self.reason
-        out["chunks"] = [c.to_json() for c in self.chunks]
-        return out
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """A data or side file of the delta directory."""
-
-    name: str
-    bytes: int
-    sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"name": self.name, "bytes": self.bytes, "sha256": self.sha256}
-
-
-@dataclass
-class Manifest:
-    """The parsed ``delta.json``."""
-
-    tool_version: str
-    base_fingerprint: Fingerprint  #: of every base tensor (what ``apply`` checks)
-    patch_fingerprint: (
-        Fingerprint  #: of the base tensors the rebuild reads (what ``patch_state_dict`` checks)
-    )
-    chunk_elements: int
-    zstd_level: int
-    files: list[StoredFile]
-    side_files: list[StoredFile]
-    tensors: list[TensorEntry]
-    removed: list[dict[str, Any]]  #: ``{"name", "shape", "dtype"}`` of tensors only BASE has
-    base_ref: str = ""
-    target_ref: str = ""
-    path: Path | None = None  #: the delta directory it was read from
-
-    def nchunks(self, entry: TensorEntry) -> int:
-        """Chunks of one tensor (at least one, even when empty)."""
-        return max(1, -(-entry.numel // self.chunk_elements))
-
-    def chunk_span(self, entry: TensorEntry, index: int) -> tuple[int, int]:
-        """``(start, count)`` of chunk ``index`` of ``entry``."""
-        start = index * self.chunk_elements
-        return start, max(0, min(self.chunk_elements, entry.numel - start))
-
-    @property
-    def data_bytes(self) -> int:
-        """Bytes of all data files."""
-        return sum(f.bytes for f in self.files)
-
-    @property
-    def target_bytes(self) -> int:
-        """Bytes of all rebuilt tensors."""
-        return sum(t.nbytes for t in self.tensors)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form, sealed with ``manifest_sha256``."""
-        body: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "tool_version": self.tool_version,
-            "base": {
-                "ref": self.base_ref,
-                "fingerprint": self.base_fingerprint.to_json(),
-                "patch_fingerprint": self.patch_fingerprint.to_json(),
-            },
-            "target": {
-                "ref": self.target_ref,
-                "tensors": len(self.tensors),
-                "numel": sum(t.numel for t in self.tensors),
-                "nbytes": self.target_bytes,
-                "changed": sum(t.changed for t in self.tensors),
-            },
-            "chunk_elements": self.chunk_elements,
-            "zstd_level": self.zstd_level,
-            "files": [f.to_json() for f in self.files],
-            "side_files": [f.to_json() for f in self.side_files],
-            "chunk_fields": list(CHUNK_FIELDS),
-            "tensors": [t.to_json() for t in self.tensors],
-            "removed": self.removed,
-        }
-        body["manifest_sha256"] = seal_digest(body)
-        return body
-
-
-def seal_digest(body: dict[str, Any]) -> str:
-    """sha256 of a manifest's canonical JSON, without its ``manifest_sha256`` key."""
-    rest = {k: v for k, v in body.items() if k != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def write_manifest(manifest: Manifest, directory: Path) -> None:
-    """Write ``delta.json`` into ``directory`` (a directory that is itself written atomically)."""
-    text = json.dumps(manifest.to_json(), separators=(",", ":"))
-    (directory / MANIFEST_NAME).write_text(text + "\n")
+__all__ = [
+    "CHUNK_FIELDS",
+    "CODECS",
+    "ENCODINGS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "FROM_BASE",
+    "MANIFEST_NAME",
+    "NOT_SIDE_FILES",
+    "POSITIONS",
+    "SIDE_PATTERNS",
+    "ChunkRecord",
+    "Manifest",
+    "StoredFile",
+    "TensorEntry",
+    "check_files",
+    "is_side_file_name",
+    "load_manifest",
+    "not_a_delta",
+    "parse_manifest",
+    "seal_digest",
+    "write_manifest",
+]
 
 
 # -- reading and validation ---------------------------------------------------------------------------------
@@ -252,7 +89,9 @@ class _Check:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def fail(self, what: str, hint: str = f"the delta is damaged or was edited: {_REDO}") -> DeltaFormatError:
+    def fail(
+        self, what: str, hint: str = f"the delta is damaged or was edited: {REDO_HINT}"
+    ) -> DeltaFormatError:
         return DeltaFormatError(f"{self.path}: {what}", hint)
 
     def int_(self, v: object, what: str, lo: int = 0) -> int:
@@ -267,7 +106,7 @@ class _Check:
         return v
 
     def sha(self, v: object, what: str) -> str:
-        if not isinstance(v, str) or not _HEX64.match(v):
+        if not isinstance(v, str) or not HEX64.match(v):
             raise self.fail(f"{what} is {v!r}, not a sha256 hex digest")
         return v
 
@@ -287,7 +126,7 @@ def _stored_files(ck: _Check, raw: object, what: str) -> list[StoredFile]:
     for i, f in enumerate(ck.list_(raw, what)):
         f = ck.obj(f, f"{what}[{i}]")
         name = ck.str_(f.get("name"), f"{what}[{i}].name")
-        if not _SAFE_NAME.match(name) or name in (".", ".."):
+        if not SAFE_NAME.match(name) or name in (".", ".."):
             raise ck.fail(f"{what}[{i}].name {name!r} is not a plain file name")
         if what == "side_files" and not is_side_file_name(name):
             raise ck.fail(
@@ -458,11 +297,13 @@ def load_manifest(delta_dir: str | os.PathLike[str]) -> Manifest:
         mode = path.stat().st_mode
         if not stat.S_ISREG(mode):
             raise DeltaFormatError(
-                f"{path}: is {file_kind(mode)}, not a regular file", f"the delta is damaged: {_REDO}"
+                f"{path}: is {file_kind(mode)}, not a regular file", f"the delta is damaged: {REDO_HINT}"
             )
         obj = strict_json.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DeltaFormatError(f"{path}: not readable JSON ({e})", f"the delta is damaged: {_REDO}") from None
+        raise DeltaFormatError(
+            f"{path}: not readable JSON ({e})", f"the delta is damaged: {REDO_HINT}"
+        ) from None
     return parse_manifest(obj, path)
 
 
@@ -494,13 +335,13 @@ def check_files(manifest: Manifest, digests: bool = True, jobs: int = 2) -> None
         p = d / f.name
         if not p.is_file():
             raise DeltaFormatError(
-                f"{d}: file {f.name} is missing", f"copy the delta directory whole, or {_REDO}"
+                f"{d}: file {f.name} is missing", f"copy the delta directory whole, or {REDO_HINT}"
             )
         size = p.stat().st_size
         if size != f.bytes:
             raise DeltaFormatError(
                 f"{p}: is {size} bytes, the manifest says {f.bytes} (truncated or damaged)",
-                f"copy the delta directory again, or {_REDO}",
+                f"copy the delta directory again, or {REDO_HINT}",
             )
     if not digests:
         return
@@ -517,5 +358,5 @@ def check_files(manifest: Manifest, digests: bool = True, jobs: int = 2) -> None
             if got != f.sha256:
                 raise DeltaFormatError(
                     f"{d / f.name}: its sha256 does not match the manifest (damaged or altered)",
-                    f"copy the delta directory again, or {_REDO}",
+                    f"copy the delta directory again, or {REDO_HINT}",
                 )

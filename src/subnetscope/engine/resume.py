@@ -107,7 +107,7 @@ class ResumeState:
         manifest = d / MANIFEST
         if d.exists() and not d.is_dir():
             raise ResumeMismatchError(
-                f"{d}: is a file, not a resume directory", "give a directory for --resume"
+                f"{d}: is a file, not a resume directory", "give a directory for `resume`"
             )
         if manifest.is_file():
             try:
@@ -119,19 +119,19 @@ class ResumeState:
             if obj.get("format") != FORMAT or obj.get("format_version") != FORMAT_VERSION:
                 raise ResumeMismatchError(
                     f"{d}: not a subnetscope resume directory of this version",
-                    "choose another --resume directory",
+                    "choose another `resume` directory",
                 )
             if obj.get("key") != self.key:
                 diff = [k for k in identity if obj.get("identity", {}).get(k) != identity[k]]
                 raise ResumeMismatchError(
                     f"{d}: was made for other inputs or options (differs in: {', '.join(diff) or 'key'}); "
                     f"key {str(obj.get('key'))[:12]} vs {self.key[:12]}",
-                    f"use a new --resume directory for this run, or delete {d} to start over",
+                    f"use a new `resume` directory for this run, or delete {d} to start over",
                 )
         elif d.is_dir() and any(d.iterdir()):
             raise ResumeMismatchError(
                 f"{d}: exists, is not empty and has no {MANIFEST}",
-                "give an empty or new directory for --resume (it is created if missing)",
+                "give an empty or new directory for `resume` (it is created if missing)",
             )
         else:
             created = make_parents(manifest, d)

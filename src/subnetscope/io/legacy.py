@@ -33,7 +33,7 @@ from typing import Any
 
 from ..dtypes import TORCH_TO_CODE, get_dtype
 from ..errors import CheckpointFormatError, UnsupportedDtypeError
-from .checkpoint import Checkpoint
+from .assemble import Checkpoint, load_index, merge_headers
 from .safetensors_header import SafetensorsHeader, TensorInfo, require_regular
 
 #: the index file of a sharded legacy checkpoint
@@ -249,13 +249,12 @@ def open_legacy(path: Path, ref: str) -> Checkpoint:
     Shards are opened one at a time (see :func:`read_legacy`); an index is validated exactly like a
     safetensors index (every shard inside the directory and present, every tensor where the index says).
     """
-    from .checkpoint import _load_index, _merge
 
     if path.is_dir():
-        ck = _merge([read_legacy(f) for f in bin_files(path)], path, ref)
+        ck = merge_headers([read_legacy(f) for f in bin_files(path)], path, ref)
     elif path.name.endswith(".index.json"):
-        ck = _load_index(path, ref, read=read_legacy)
+        ck = load_index(path, ref, read=read_legacy)
     else:
-        ck = _merge([read_legacy(path)], path, ref)
+        ck = merge_headers([read_legacy(path)], path, ref)
     ck.format = "pytorch-bin"
     return ck

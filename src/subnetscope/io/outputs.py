@@ -199,7 +199,7 @@ def check_kind(o: Output, dest: Path, shown: str) -> None:
     if o.kind == FILE and not stat.S_ISREG(mode):
         hint = "give the path of a new or regular file"
         if not stat.S_ISDIR(mode):
-            hint += " (--format json prints the report on stdout)"
+            hint += " (or write the JSON to stdout)"
         raise OutputConflictError(f"{shown}: {o.label} is a {_kind_of(mode)}, not a regular file", hint)
     if o.kind in (DIR, INTO) and not stat.S_ISDIR(mode):
         raise OutputConflictError(
@@ -220,13 +220,13 @@ def check_replaceable(o: Output, dest: Path, shown: str) -> None:
         return
     if not o.overwrite:
         raise OutputConflictError(
-            f"{shown}: already exists", "choose another output path, remove it, or pass --overwrite"
+            f"{shown}: already exists", "choose another output path, remove it, or pass `overwrite=True`"
         )
     reason = o.owned(dest) if o.owned is not None else "this output is never replaced"
     if reason is not None:
         raise OutputConflictError(
             f"{shown}: exists and is not a previous output of this command ({reason}); "
-            "--overwrite only replaces one",
+            "`overwrite=True` only replaces one",
             "remove it yourself if it may go, or choose another output path",
         )
 

@@ -31,8 +31,8 @@ from ..io.safetensors_header import TensorInfo, read_header
 from ..kernels.popcount import clear_tail, popcount
 from ..maskfile import MaskFile
 from ..naming import Namer
-from ..report.schema import Finding
 from ..results.overlap import DeltaSums, OverlapCounts, OverlapReport, TensorOverlap
+from ..results.schema import Finding
 
 if TYPE_CHECKING:
     from ..engine.executors.base import Executor

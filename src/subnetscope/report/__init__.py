@@ -1,1 +1,4 @@
-"""Reports: the versioned JSON schema, tables for people, plots and HTML."""
+"""Compatibility package: :mod:`subnetscope.report.schema` re-exports :mod:`subnetscope.results.schema`.
+
+Results live in :mod:`subnetscope.results`, human rendering (tables, plots, HTML) in :mod:`subnetscope.render`.
+"""

@@ -16,7 +16,7 @@ import numpy as np
 from .. import __version__
 from .. import magnitude_bins as mb
 from ..naming import KINDS
-from ..report.schema import SCHEMA_VERSION, Finding
+from .schema import SCHEMA_VERSION, Finding
 
 REPORT_KIND = "subnetscope.overlap"
 

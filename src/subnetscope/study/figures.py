@@ -1,7 +1,7 @@
 """The study's own figures (loss curves, the Figure 2 split, change rate vs |w|), PNG only, written atomically.
 
 Per-report plots (the Figure 3 heatmap, the ULP histogram, the Figure 1 bars) come from
-:mod:`subnetscope.report.plots`; this module only draws what needs several runs' logs or the overlap bins.
+:mod:`subnetscope.render.plots`; this module only draws what needs several runs' logs or the overlap bins.
 """
 
 from __future__ import annotations

@@ -27,97 +27,22 @@ page go to the work directory ``<cache>/studies/<name>/``.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..io.atomic import write_text_atomic
-from ..report.schema import SCHEMA_VERSION
+from ..results.schema import SCHEMA_VERSION
 from .base import cache_dir, prepare_base
 from .config import StudyConfig
+from .context import PAPER, PRIMARY_TOL, StudyContext, log, optional, tol_index
+from .figure_steps import step_figure2, step_figures
 from .numerics import NumericsWorker, mode_id, numerics_mode
-from .runs import Dataset, RunRecord, base_identity, build_data, ensure_run
+from .runs import base_identity, build_data, ensure_run
 
 REPORT_KIND = "subnetscope.study"
-PRIMARY_TOL = 1e-5
-
-#: what the paper reports, for the tables (arXiv 2505.11711: abstract, §4, Figure 2)
-PAPER = {
-    "table1": "RL updates only 5–30 % of the parameters (update sparsity 70–95 %) across 7 RL algorithms and "
-    "10 models; SFT is the contrast that updates much more",
-    "table4": "subnetworks from different seeds, data and algorithms overlap substantially more than the "
-    "uniform random baseline (App. E: o1_random = density of run 2)",
-    "table2": "RL updates are sparse but nearly full-rank: the update matrices have on average more than 99 % "
-    "of the maximum rank",
-    "table3": "θ_sub vs θ_full identical on 94.0 % (DPO) / 90.5 % (PRIME) of weights at 1e-5, 100 % at 1e-4",
-    "figure2": "PRIME: 72 % never updated, 8 % updated then cancelled, 20 % final subnetwork",
-    "figure3": "nearly all parameter matrices receive similarly sparse updates (no layer is frozen)",
-}
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-@dataclass
-class StudyContext:
-    """Everything the steps share."""
-
-    cfg: StudyConfig
-    cache: Path
-    work: Path
-    out: Path
-    progress: bool = True
-    base_dir: Path | None = None
-    base_id: str = ""
-    datasets: dict[str, Dataset] = field(default_factory=dict)
-    runs: dict[str, RunRecord] = field(default_factory=dict)
-    reports: dict[str, dict[str, Any]] = field(default_factory=dict)  #: run → compare JSON (with ULP)
-    ranks: dict[str, dict[str, Any]] = field(default_factory=dict)  #: run → rank JSON (Table 2)
-    masks: dict[str, Path] = field(default_factory=dict)  #: run → mask file at 1e-5
-    timings: dict[str, float] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)
-    figures: list[str] = field(default_factory=list)
-    worker: NumericsWorker | None = None  #: where torch computes (sampling, training): see :mod:`.numerics`
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        """Time a step and log its start and end."""
-        _log(f"[study] {name} ...")
-        t0 = time.time()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(time.time() - t0, 2)
-            _log(f"[study] {name} done in {self.timings[name]:.1f} s")
-
-    def skip(self, name: str, why: str) -> None:
-        """Record (and log) that a step could not run."""
-        self.skipped[name] = why
-        _log(f"[study] {name} skipped: {why}")
-
-
-def _optional(ctx: StudyContext, name: str, fn: Callable[[], None]) -> None:
-    """Run a step that depends on a module another part of subnetscope provides; skip it if missing."""
-    from ..errors import SubnetscopeError
-
-    try:
-        fn()
-    except ImportError as e:
-        ctx.skip(name, f"needs a module that is not available ({e})")
-    except SubnetscopeError as e:
-        if type(e).__name__ in ("MissingDependencyError", "MissingAnatomyError"):
-            ctx.skip(name, e.one_line())
-        else:
-            raise
-
-
 # -- steps --------------------------------------------------------------------------------------------------
 
 
@@ -126,7 +51,7 @@ def step_base(ctx: StudyContext) -> None:
     with ctx.step("base"):
         ctx.base_dir = prepare_base(ctx.cfg.base, ctx.cache)
         ctx.base_id = base_identity(ctx.base_dir)
-        _log(f"  base: {ctx.base_dir} (fingerprint {ctx.base_id})")
+        log(f"  base: {ctx.base_dir} (fingerprint {ctx.base_id})")
 
 
 def step_data(ctx: StudyContext) -> None:
@@ -194,11 +119,6 @@ def step_runs(ctx: StudyContext) -> None:
             measure(ctx, spec.name)
 
 
-def _tol_index(obj: Mapping[str, Any], tol: float) -> int:
-    tols = [float(t) for t in obj["tolerances"]]
-    return min(range(len(tols)), key=lambda i: abs(tols[i] - tol))
-
-
 def step_table1(ctx: StudyContext) -> None:
     """Table 1 (sparsity per run) with the tolerance sweep (Table 6) and the per-matrix-type breakdown."""
     with ctx.step("table1"):
@@ -207,7 +127,7 @@ def step_table1(ctx: StudyContext) -> None:
             obj = ctx.reports[name]
             spec = ctx.runs[name].spec
             ov = obj["overall"]
-            p = _tol_index(obj, PRIMARY_TOL)
+            p = tol_index(obj, PRIMARY_TOL)
             rows.append(
                 {
                     "run": name,
@@ -284,7 +204,7 @@ def step_table2(ctx: StudyContext) -> None:
         }
 
     with ctx.step("table2"):
-        _optional(ctx, "table2", run)
+        optional(ctx, "table2", run)
 
 
 def step_table4(ctx: StudyContext) -> None:
@@ -335,7 +255,7 @@ def step_table4(ctx: StudyContext) -> None:
         ctx.results["table4"] = {"tolerance": PRIMARY_TOL, "rows": rows, "paper": PAPER["table4"]}
 
     with ctx.step("table4"):
-        _optional(ctx, "table4", run)
+        optional(ctx, "table4", run)
 
 
 def step_conjecture(ctx: StudyContext) -> None:
@@ -368,196 +288,7 @@ def step_conjecture(ctx: StudyContext) -> None:
         }
 
     with ctx.step("conjecture"):
-        _optional(ctx, "conjecture", run)
-
-
-def step_figure2(ctx: StudyContext) -> None:
-    """Figure 2: never updated / cancelled / final subnetwork, from checkpoints and from the tracker."""
-    splits: dict[str, dict[str, int]] = {}
-    info: dict[str, Any] = {}
-    name = ctx.cfg.analysis.series
-    if name is not None and ctx.runs[name].checkpoints:
-
-        def run_series() -> None:
-            from ..series import series
-
-            assert ctx.base_dir is not None
-            rep = series(
-                ctx.base_dir,
-                [str(p) for p in ctx.runs[name].checkpoints],
-                tolerance=PRIMARY_TOL,
-                progress=ctx.progress,
-            ).to_json()
-            write_text_atomic(ctx.work / "series" / f"{name}.json", json.dumps(rep, indent=1) + "\n")
-            sp = rep["split"]
-            splits[f"{name}: bf16 checkpoints (tol 1e-5)"] = {
-                k: sp[k] for k in ("never_updated", "cancelled", "final_subnetwork", "numel")
-            }
-            info["series"] = {
-                "run": name,
-                "checkpoints": [s["name"] for s in rep["steps"]],
-                "steps": [s["step"] for s in rep["steps"]],
-                "sparsity_vs_init": [s["sparsity_vs_init"] for s in rep["steps"]],
-                "sparsity_vs_prev": [s["sparsity_vs_prev"] for s in rep["steps"]],
-                "outside_final_share": [s["outside_final_share"] for s in rep["steps"]],
-                "split": sp,
-                "split_bitwise": rep.get("split_bitwise"),
-            }
-
-        _optional(ctx, "figure2 (series)", run_series)
-    for rname, rec in ctx.runs.items():
-        tj = rec.path / "tracker" / "tracker.json"
-        if tj.is_file():
-            t = json.loads(tj.read_text())
-            sp = t["split"]
-            splits[f"{rname}: tracker (fp32 master, bitwise)"] = {
-                k: sp[k] for k in ("never_updated", "cancelled", "final_subnetwork", "numel")
-            }
-            info.setdefault("tracker", {})[rname] = {"split": sp, "steps": t.get("steps", [])[-1:]}
-    if splits:
-        ctx.results["figure2"] = {"splits": splits, **info, "paper": PAPER["figure2"]}
-
-
-#: the matrix types whose (layer, type) cells the Figure 3 summary ranges over (norms are excluded: tiny)
-GRID_KINDS = ("q", "k", "v", "qkv", "o", "gate", "up", "down")
-
-
-def grid_spread(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Range of the per-(layer, matrix type) sparsity at 1e-5 over the weight matrices of a compare report."""
-    p = _tol_index(obj, PRIMARY_TOL)
-    cells = sorted(
-        (float(c["sparsity"][p]), int(c["layer"]), str(c["kind"]))
-        for c in obj["grid"]
-        if c["kind"] in GRID_KINDS
-    )
-    if not cells:
-        return {}
-    mid = cells[len(cells) // 2][0]
-    return {
-        "cells": len(cells),
-        "min": {"sparsity": cells[0][0], "layer": cells[0][1], "kind": cells[0][2]},
-        "median": mid,
-        "max": {"sparsity": cells[-1][0], "layer": cells[-1][1], "kind": cells[-1][2]},
-        "within_5_points_of_median": sum(abs(c[0] - mid) <= 0.05 for c in cells) / len(cells),
-    }
-
-
-def _png(ctx: StudyContext, fig: Any, stem: str) -> None:
-    from .figures import save_png
-
-    save_png(fig, ctx.out / f"{stem}.png")
-    ctx.figures.append(f"{stem}.png")
-
-
-def step_figures(ctx: StudyContext) -> None:
-    """Every figure, and the HTML report of all runs (work directory)."""
-    with ctx.step("figures"):
-
-        def heatmaps() -> None:
-            from ..report import plots
-
-            spread = {}
-            for name in ctx.cfg.analysis.heatmap:
-                _png(ctx, plots.heatmap(ctx.reports[name]), f"fig3_heatmap_{name}")
-                spread[name] = grid_spread(ctx.reports[name])
-            if spread:
-                ctx.results["figure3"] = {"runs": spread, "paper": PAPER["figure3"]}
-            names = list(ctx.cfg.analysis.table1)
-            _png(ctx, plots.comparison_bars([ctx.reports[n] for n in names], names), "fig1_sparsity")
-
-        def ulp_view() -> None:
-            from ..anatomy.ulp import summarize
-            from ..report import plots
-
-            rows = {}
-            for name in ctx.cfg.analysis.ulp:
-                s = summarize(ctx.reports[name])
-                ov = s["overall"]
-                changed = sum(ov["hist"][1:])
-                p = min(
-                    range(len(s["tolerances"])), key=lambda i: abs(float(s["tolerances"][i]) - PRIMARY_TOL)
-                )
-                rows[name] = {
-                    "bins": s["bins"],
-                    "hist": ov["hist"],
-                    "changed_share_by_ulp": [h / changed if changed else 0.0 for h in ov["hist"]],
-                    "below_ulp_share_at_1e-5": ov["below_ulp_share"][p],
-                }
-                _png(ctx, plots.ulp_histogram(ctx.reports[name]), f"ulp_{name}")
-            if rows:
-                ctx.results["ulp"] = rows
-
-        def html() -> None:
-            from ..report.html import write_html
-
-            names = list(ctx.reports)
-            path = ctx.work / "report.html"
-            write_html(
-                path,
-                [*(ctx.reports[n] for n in names), *ctx.ranks.values()],
-                names,
-                title=f"subnetscope study: {ctx.cfg.name}",
-            )
-            ctx.results["html"] = str(path)
-
-        _optional(ctx, "figures (heatmaps)", heatmaps)
-        _optional(ctx, "figures (ulp)", ulp_view)
-        _optional(ctx, "figures (html)", html)
-        try:
-            from . import figures
-        except ImportError as e:  # pragma: no cover - matplotlib missing
-            ctx.skip("figures (study)", str(e))
-            return
-        curves = {n: ctx.runs[n].log["losses"] for n in ctx.cfg.analysis.loss_curves}
-        if curves:
-            _png(ctx, figures.loss_curves(curves), "loss_curves")
-        rewards = {
-            n: [m.get("reward", 0.0) for m in r.log["metrics"]]
-            for n, r in ctx.runs.items()
-            if r.spec.algo == "grpo"
-        }
-        if rewards:
-            _png(
-                ctx,
-                figures.metric_curves(rewards, "mean reward", "GRPO: mean reward of the sampled group"),
-                "grpo_reward",
-            )
-        t3 = ctx.results.get("table3")
-        if t3:
-            _png(
-                ctx,
-                figures.loss_curves(t3["losses"], "Full vs subnetwork finetuning: loss"),
-                "table3_loss_curves",
-            )
-        f2 = ctx.results.get("figure2")
-        if f2:
-            _png(ctx, figures.split_bars(f2["splits"]), "fig2_split")
-            se = f2.get("series")
-            if se and se["steps"]:
-                last = ctx.runs[se["run"]].spec.steps  # the final model has no step in its name
-                steps = [int(s) if s is not None else last for s in se["steps"]]
-                _png(
-                    ctx,
-                    figures.series_sparsity(se["run"], steps, se["sparsity_vs_init"], se["sparsity_vs_prev"]),
-                    "fig7_series",
-                )
-        t4 = ctx.results.get("table4")
-        if t4:
-            seen: dict[str, list[tuple[int, int, int]]] = {}
-            for row in t4["rows"]:
-                for side, run in enumerate((row["a"], row["b"])):
-                    if run not in seen and row["bins"]:
-                        seen[run] = [
-                            (b["exponent"], b["numel"], b["changed"][side])
-                            for b in row["bins"]
-                            if b["exponent"] is not None
-                        ]
-            if seen:
-                _png(ctx, figures.change_vs_magnitude(seen), "change_vs_magnitude")
-                ctx.results["magnitude"] = {
-                    r: [{"exponent": e, "numel": n, "changed": c} for e, n, c in rows]
-                    for r, rows in seen.items()
-                }
+        optional(ctx, "conjecture", run)
 
 
 def study_json(ctx: StudyContext, total: float) -> dict[str, Any]:
@@ -671,7 +402,7 @@ def run_study(
         ctx.out.mkdir(parents=True, exist_ok=True)
     th = ctx.results["threads"] = choose_threads()
     mode = numerics_mode()
-    _log(f"[study] torch threads: {th['threads']} ({th['why']}); numerics: {mode_id(mode)}")
+    log(f"[study] torch threads: {th['threads']} ({th['why']}); numerics: {mode_id(mode)}")
     ctx.worker = NumericsWorker(mode, th["threads"])
     try:
         step_base(ctx)
@@ -681,7 +412,7 @@ def run_study(
         ctx.worker.close()
     ctx.results["numerics"] = num = _numerics_record(ctx)
     if num.get("why_not"):
-        _log(f"[study] numerics not reproducible here: {'; '.join(num['why_not'])}")
+        log(f"[study] numerics not reproducible here: {'; '.join(num['why_not'])}")
     step_table1(ctx)
     step_table2(ctx)
     step_table4(ctx)
@@ -692,7 +423,7 @@ def run_study(
     doc = study_json(ctx, time.time() - t0)
     write_text_atomic(ctx.out / "study.json", json.dumps(doc, indent=1) + "\n")
     write_text_atomic(ctx.out / "summary.md", render_markdown(doc) + "\n")
-    _log(
+    log(
         f"[study] wrote {ctx.out / 'study.json'} and summary.md ({len(ctx.figures)} figures) in {time.time() - t0:.0f} s"
     )
     return doc

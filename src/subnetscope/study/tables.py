@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..naming import KINDS
-from ..report.table import fmt_tol
+from ..render.table import fmt_tol
 
 
 def _pct(x: float | None, digits: int = 1) -> str:

@@ -27,7 +27,7 @@ Fully trainable parameters cost nothing; a fully frozen one costs a copy of itse
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageError
 from .support import check_model, check_optimizer
@@ -35,7 +35,14 @@ from .support import check_model, check_optimizer
 if TYPE_CHECKING:
     import torch
 
-    from .mask import SubnetworkMask
+
+class MaskSource(Protocol):
+    """What the hooks need of a mask (a :class:`~subnetscope.train.mask.SubnetworkMask`): its tensor by name."""
+
+    def get(self, name: str) -> torch.Tensor | None:
+        """The mask of parameter ``name`` (nonzero = trainable), or None when the mask does not cover it."""
+        ...
+
 
 _INT_VIEW = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
 LAYOUTS = ("auto", "bitwise", "compact")
@@ -77,7 +84,7 @@ class _Entry:
 class MaskHandle:
     """What :meth:`SubnetworkMask.attach` installed; ``remove()`` uninstalls it (also as a context manager)."""
 
-    def __init__(self, mask: SubnetworkMask, model: Any, optimizer: Any, layout: str = "auto") -> None:
+    def __init__(self, mask: MaskSource, model: Any, optimizer: Any, layout: str = "auto") -> None:
         import torch
 
         if layout not in LAYOUTS:

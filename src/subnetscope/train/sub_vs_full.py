@@ -18,26 +18,32 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import __version__, validate
+from .. import validate
 from ..comparison import CheckpointLike, check_tolerances, compare
 from ..maskfile import MaskFile
 from ..measures.compare import Thresholds, count_pair_chunk
 from ..naming import KINDS
 from ..plan import Pair
-from ..report.schema import Report
+from ..results.conjecture import PAPER, REPORT_KIND, SCHEMA_VERSION, ConjectureResult, Group
 
-REPORT_KIND = "subnetscope.conjecture"
-SCHEMA_VERSION = "1.0"
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "PAPER",
+    "REPORT_KIND",
+    "SCHEMA_VERSION",
+    "ConjectureResult",
+    "Group",
+    "conjecture",
+]
+
 DEFAULT_TOLERANCES = (1e-5, 1e-4)
 
 #: what the paper reports (§4), for the human output
-PAPER = "paper §4: 94.0% (DPO) / 90.5% (PRIME) identical at 1e-5, 100% at 1e-4"
 
 
 class _Reproduced:
@@ -85,98 +91,6 @@ class _Reproduced:
         return {"subnetwork": int(state[0]), "reproduced": [int(x) for x in state[1:]]}
 
 
-@dataclass
-class Group:
-    """Counts of one group of tensors (the whole model or one matrix type)."""
-
-    numel: int = 0
-    unchanged: list[int] = field(default_factory=list)  #: elements with |S - F| <= tol, per tolerance
-    identical: int = 0  #: bit-identical elements of S and F
-    subnetwork: int = 0  #: elements of F's subnetwork (F vs B)
-    reproduced: list[int] = field(default_factory=list)  #: of those, |S - F| <= tol, per tolerance
-
-    def add(
-        self, numel: int, unchanged: list[int], identical: int, subnetwork: int, reproduced: list[int]
-    ) -> None:
-        """Add one tensor's counts."""
-        if not self.unchanged:
-            self.unchanged = [0] * len(unchanged)
-            self.reproduced = [0] * len(reproduced)
-        self.numel += numel
-        self.identical += identical
-        self.subnetwork += subnetwork
-        self.unchanged = [a + b for a, b in zip(self.unchanged, unchanged)]
-        self.reproduced = [a + b for a, b in zip(self.reproduced, reproduced)]
-
-    @property
-    def identical_share(self) -> list[float]:
-        """Share of weights of S equal to F within each tolerance."""
-        return [u / self.numel if self.numel else 1.0 for u in self.unchanged]
-
-    @property
-    def reproduced_share(self) -> list[float]:
-        """Share of F's subnetwork that S reproduces within each tolerance."""
-        return [r / self.subnetwork if self.subnetwork else 1.0 for r in self.reproduced]
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "numel": self.numel,
-            "bit_identical": self.identical,
-            "unchanged": list(self.unchanged),
-            "identical_share": self.identical_share,
-            "subnetwork": self.subnetwork,
-            "reproduced": list(self.reproduced),
-            "reproduced_share": self.reproduced_share,
-        }
-
-
-@dataclass
-class ConjectureResult:
-    """Result of :func:`conjecture`; ``identical`` and ``reproduced`` map each tolerance to a share."""
-
-    tolerances: list[float]
-    subnetwork_tolerance: float
-    semantics: str
-    overall: Group
-    by_kind: dict[str, Group]
-    base_vs_full: Report
-    full_vs_sub: Report
-
-    @property
-    def identical(self) -> dict[float, float]:
-        """Tolerance → share of all weights of S within tol of F."""
-        return dict(zip(self.tolerances, self.overall.identical_share))
-
-    @property
-    def reproduced(self) -> dict[float, float]:
-        """Tolerance → share of F's subnetwork that S reproduces within tol."""
-        return dict(zip(self.tolerances, self.overall.reproduced_share))
-
-    @property
-    def full_sparsity(self) -> float:
-        """Update sparsity of F vs B at the subnetwork tolerance."""
-        return 1 - self.overall.subnetwork / self.overall.numel if self.overall.numel else 1.0
-
-    def to_json(self) -> dict[str, Any]:
-        """The versioned ``subnetscope.conjecture`` JSON document."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "report": REPORT_KIND,
-            "tool": {"name": "subnetscope", "version": __version__},
-            "semantics": self.semantics,
-            "tolerances": list(self.tolerances),
-            "subnetwork_tolerance": self.subnetwork_tolerance,
-            "base": self.base_vs_full.base,
-            "full": self.base_vs_full.target,
-            "sub": self.full_vs_sub.target,
-            "full_sparsity": self.full_sparsity,
-            "overall": self.overall.to_json(),
-            "by_kind": {k: g.to_json() for k, g in self.by_kind.items()},
-            "findings": [f.to_json() for f in self.base_vs_full.findings + self.full_vs_sub.findings],
-        }
-
-
 def conjecture(
     base: CheckpointLike,
     full: CheckpointLike,
@@ -221,52 +135,3 @@ def conjecture(
         groups.setdefault(t.kind, Group()).add(*args)
     by_kind = {k: groups[k] for k in KINDS if k in groups}
     return ConjectureResult(tols, subnetwork_tolerance, semantics, overall, by_kind, bf, fs)
-
-
-def render(result: ConjectureResult) -> str:
-    """The human output of ``subnetscope conjecture``."""
-    from ..report.table import finding_lines, fmt_tol, human_count, pct, ref_of, table
-
-    tl = [fmt_tol(t) for t in result.tolerances]
-    o = result.overall
-    out = [
-        f"subnetscope conjecture ({result.semantics} semantics)",
-        f"  base: {ref_of(result.base_vs_full.base)}",
-        f"  full: {ref_of(result.base_vs_full.target)}  (subnetwork vs base at "
-        f"{fmt_tol(result.subnetwork_tolerance)}: {o.subnetwork:,} of {o.numel:,} = {pct(1 - result.full_sparsity)})",
-        f"  sub:  {ref_of(result.full_vs_sub.target)}",
-        "",
-        table(
-            ["", *(f"@{t}" for t in tl)],
-            [
-                ["sub identical to full", *(pct(x) for x in o.identical_share)],
-                ["full's subnetwork reproduced", *(pct(x) for x in o.reproduced_share)],
-            ],
-        ),
-        "",
-        "per matrix type",
-        table(
-            [
-                "type",
-                "params",
-                "subnetwork",
-                *(f"identical@{t}" for t in tl),
-                *(f"reproduced@{t}" for t in tl),
-            ],
-            [
-                [
-                    k,
-                    human_count(g.numel),
-                    human_count(g.subnetwork),
-                    *(pct(x) for x in g.identical_share),
-                    *(pct(x) for x in g.reproduced_share),
-                ]
-                for k, g in result.by_kind.items()
-            ],
-        ),
-        "",
-        PAPER,
-    ]
-    findings = result.base_vs_full.findings + result.full_vs_sub.findings
-    out += finding_lines(findings, limit=20)
-    return "\n".join(out)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from ..errors import UsageError
 from .hooks import bits_view
 from .names import canonical, dtype_code, model_fingerprint
 from .support import check_model, check_optimizer
+from .tracker_sets import Tracked, add_splits, code_for, split_of, total_count, with_shares
 
 if TYPE_CHECKING:
     import torch
@@ -44,16 +44,6 @@ except ImportError:  # pragma: no cover - transformers is part of the train extr
 REPORT_KIND = "subnetscope.tracker"
 SCHEMA_VERSION = "1.0"
 MASK_SETS = ("ever_changed", "ever_grad", "final")
-
-
-@dataclass
-class _Tracked:
-    name: str  #: canonical (checkpoint) name
-    param: torch.Tensor
-    init: torch.Tensor
-    prev: torch.Tensor
-    ever_grad: torch.Tensor
-    ever_changed: torch.Tensor
 
 
 class UpdateTracker(_CallbackBase):
@@ -90,7 +80,7 @@ class UpdateTracker(_CallbackBase):
         self.tolerances = [float(t) for t in tolerances]
         self.base_dtype = base_dtype
         self.log_prefix = log_prefix
-        self.tracked: list[_Tracked] = []
+        self.tracked: list[Tracked] = []
         self.steps: list[dict[str, Any]] = []
         self._handles: list[Any] = []
         self._pending_grad: int = 0
@@ -116,7 +106,7 @@ class UpdateTracker(_CallbackBase):
                     continue
                 init = p.detach().clone()
                 self.tracked.append(
-                    _Tracked(
+                    Tracked(
                         canonical(name),
                         p,
                         init,
@@ -142,7 +132,7 @@ class UpdateTracker(_CallbackBase):
         """Elements tracked."""
         return sum(t.param.numel() for t in self.tracked)
 
-    def _scratch(self, t: _Tracked) -> torch.Tensor:
+    def _scratch(self, t: Tracked) -> torch.Tensor:
         """A reusable bool buffer of ``t``'s shape (one per device, as large as the largest parameter)."""
         import torch
 
@@ -166,7 +156,7 @@ class UpdateTracker(_CallbackBase):
                     t.ever_grad |= nz
                     sums.append(torch.count_nonzero(nz))
                 t.prev.copy_(t.param.detach())
-        self._pending_grad = _total(sums)
+        self._pending_grad = total_count(sums)
 
     def _after_step(self) -> None:
         import torch
@@ -178,7 +168,7 @@ class UpdateTracker(_CallbackBase):
                 t.ever_changed |= ch
                 changed.append(torch.count_nonzero(ch))
         n = self.numel
-        c = _total(changed)
+        c = total_count(changed)
         rec: dict[str, Any] = {
             "step": len(self.steps) + 1,
             "changed_vs_prev": c,
@@ -204,11 +194,11 @@ class UpdateTracker(_CallbackBase):
                     for k, tol in enumerate(self.tolerances):
                         unchanged[k].append(torch.count_nonzero((d <= tol) | same))
         n = self.numel
-        ident = _total(identical)
-        unch = [_total(u) for u in unchanged]
+        ident = total_count(identical)
+        unch = [total_count(u) for u in unchanged]
         out = {
-            "ever_changed": _total([torch.count_nonzero(t.ever_changed) for t in self.tracked]),
-            "ever_grad": _total([torch.count_nonzero(t.ever_grad) for t in self.tracked]),
+            "ever_changed": total_count([torch.count_nonzero(t.ever_changed) for t in self.tracked]),
+            "ever_grad": total_count([torch.count_nonzero(t.ever_grad) for t in self.tracked]),
             "changed_vs_init": n - ident,
             "sparsity_vs_init": ident / n,
             "unchanged_vs_init": unch,
@@ -240,7 +230,7 @@ class UpdateTracker(_CallbackBase):
         changes that never had a gradient (moved by weight decay alone).
         """
         fin = self.final_changed()
-        return _add_splits(_split_of(t, fin[t.name]) for t in self.tracked)
+        return add_splits(split_of(t, fin[t.name]) for t in self.tracked)
 
     def to_json(self) -> dict[str, Any]:
         """The ``subnetscope.tracker`` JSON document (measures against the initial weights now).
@@ -263,7 +253,7 @@ class UpdateTracker(_CallbackBase):
         kind_splits: dict[str, list[dict[str, int]]] = {}
         for t in self.tracked:
             layer, kind = namer.classify(t.name)
-            sp = _split_of(t, fin[t.name])
+            sp = split_of(t, fin[t.name])
             kind_splits.setdefault(kind, []).append(sp)
             tensors.append(
                 {
@@ -281,8 +271,8 @@ class UpdateTracker(_CallbackBase):
         by_kind = {}
         for k in KINDS:
             if k in kind_splits:
-                sp = _add_splits(kind_splits[k])
-                by_kind[k] = {"numel": sp["numel"], "split": _with_shares(sp)}
+                sp = add_splits(kind_splits[k])
+                by_kind[k] = {"numel": sp["numel"], "split": with_shares(sp)}
         n = self.numel
         steps = []
         for rec in self.steps:
@@ -300,7 +290,7 @@ class UpdateTracker(_CallbackBase):
             "tolerance": 0.0,
             "tolerances": list(self.tolerances),
             "steps": steps,
-            "split": _with_shares(self.split()),
+            "split": with_shares(self.split()),
             "by_kind": by_kind,
             "tensors": tensors,
             **({"mask": str(self._saved_to)} if self._saved_to else {}),
@@ -315,7 +305,7 @@ class UpdateTracker(_CallbackBase):
         chosen = self.sets()[which]
         init = {t.name: t.init for t in self.tracked}
         shapes = {n: tuple(v.shape) for n, v in init.items()}
-        dtypes = {n: _code_for(self.base_dtype) or dtype_code(v) for n, v in init.items()}
+        dtypes = {n: code_for(self.base_dtype) or dtype_code(v) for n, v in init.items()}
         fp = model_fingerprint(init, shapes, dtypes)
         extra = {"source": REPORT_KIND, "set": which, "steps": str(len(self.steps))}
         with MaskWriter(path, shapes, fp, 0.0, "exact", extra, dtypes=dtypes) as w:
@@ -392,55 +382,3 @@ class UpdateTracker(_CallbackBase):
         self.detach()
         if getattr(state, "is_world_process_zero", True) and self.tracked:
             self.save()
-
-
-_SPLIT_KEYS = ("never_updated", "cancelled", "final_subnetwork", "never_grad", "grad_cancelled",
-               "final_without_grad")  # fmt: skip
-
-
-def _split_of(t: _Tracked, final: torch.Tensor) -> dict[str, int]:
-    import torch
-
-    nf = ~final
-    return {
-        "never_updated": int(torch.count_nonzero(~t.ever_changed & nf)),
-        "cancelled": int(torch.count_nonzero(t.ever_changed & nf)),
-        "final_subnetwork": int(torch.count_nonzero(final)),
-        "never_grad": int(torch.count_nonzero(~t.ever_grad & nf)),
-        "grad_cancelled": int(torch.count_nonzero(t.ever_grad & nf)),
-        "final_without_grad": int(torch.count_nonzero(~t.ever_grad & final)),
-        "numel": int(final.numel()),
-    }
-
-
-def _add_splits(parts: Any) -> dict[str, int]:
-    out = dict.fromkeys((*_SPLIT_KEYS, "numel"), 0)
-    for p in parts:
-        for k in out:
-            out[k] += p[k]
-    return out
-
-
-def _with_shares(sp: dict[str, int]) -> dict[str, Any]:
-    n = sp["numel"]
-    return {**sp, "shares": {k: sp[k] / n if n else None for k in _SPLIT_KEYS}}
-
-
-def _code_for(dtype: Any) -> str | None:
-    if dtype is None:
-        return None
-    from ..dtypes import TORCH_TO_CODE
-
-    return TORCH_TO_CODE[str(dtype).removeprefix("torch.")]
-
-
-def _total(parts: list[Any]) -> int:
-    """Sum of 0-d count tensors, with one device sync per device."""
-    if not parts:
-        return 0
-    import torch
-
-    by_dev: dict[Any, list[Any]] = {}
-    for x in parts:
-        by_dev.setdefault(x.device, []).append(x)
-    return sum(int(torch.stack(v).sum()) for v in by_dev.values())

@@ -23,6 +23,7 @@ from typing import Any
 from .. import __version__
 from ..errors import UsageError
 from . import plots
+from .dispatch import HTML_KINDS
 from .table import fmt_mult, fmt_tol, human_count, pct
 
 SECTION_IDS = ("headline", "comparison", "tolerance-table", "heatmap", "ulp", "rank", "findings")
@@ -86,12 +87,12 @@ def split_reports(
     names = list(labels or [])
     for obj in objs:
         kind = obj.get("report")
-        if kind not in ("subnetscope.compare", "subnetscope.rank"):
+        if kind not in HTML_KINDS:
             raise UsageError(
                 f"the HTML report takes compare and rank reports, not {kind!r}",
                 "use `subnetscope plot` for series reports",
             )
-        from .schema import check_schema
+        from ..results.schema import check_schema
 
         check_schema(dict(obj), str(kind))
         if kind == "subnetscope.compare":

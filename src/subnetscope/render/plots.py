@@ -4,7 +4,7 @@
   (exact at every power of two when the report has ``--ulp`` histograms), the ULP histogram;
 - rank reports: mean update rank per matrix type;
 - several compare reports: sparsity per report (paper Figure 1);
-- series reports: delegated to :mod:`subnetscope.report.series_plots`.
+- series reports: delegated to :mod:`subnetscope.render.series_plots`.
 
 :func:`plot_report` dispatches on the report's ``"report"`` key and writes PNG and SVG files atomically.
 """
@@ -130,15 +130,15 @@ def heatmap(obj: Mapping[str, Any], tol_index: int | None = None, width: float =
 
 
 def _hist_curve(obj: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
-    from ..anatomy import ulp
+    from ..anatomy import ulp_report
 
     try:
-        blk = ulp._block(obj)
+        blk = ulp_report.histogram_block(obj)
         tols = [float(t) for t in obj["tolerances"] if float(t) > 0] or [1e-5]
         lo, hi = min(tols) / 1e3, max(tols) * 1e4
         edges = [e for e in blk["delta_edges"] if lo <= e <= hi]
         numel = int(obj["overall"]["numel"])
-        ys = [100.0 * ulp.unchanged_at(obj, e)[0] / numel for e in edges] if numel else []
+        ys = [100.0 * ulp_report.unchanged_at(obj, e)[0] / numel for e in edges] if numel else []
     except SubnetscopeError:
         return None
     return edges, ys
@@ -281,44 +281,54 @@ def has_ulp(obj: Mapping[str, Any]) -> bool:
     return isinstance(blk, Mapping) and "delta_edges" in blk
 
 
+def plot_compare(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """A compare report's plots: ``heatmap``, ``sparsity_vs_tolerance`` (+ ``ulp_histogram`` with ULP data)."""
+    from ..results.schema import check_schema
+
+    check_schema(dict(obj), "subnetscope.compare")
+    paths = save_figure(heatmap(obj), out_dir, "heatmap")
+    paths += save_figure(tolerance_curve(obj), out_dir, "sparsity_vs_tolerance")
+    if has_ulp(obj):
+        paths += save_figure(ulp_histogram(obj), out_dir, "ulp_histogram")
+    return paths
+
+
+def plot_rank(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """A rank report's plot: ``rank``."""
+    from ..results.schema import check_schema
+
+    check_schema(dict(obj), "subnetscope.rank")
+    return save_figure(rank_bars(obj), out_dir, "rank")
+
+
 def plot_report(obj: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
     """Every plot of one JSON report into ``out_dir`` (PNG and SVG); returns the paths written.
 
     compare → ``heatmap``, ``sparsity_vs_tolerance`` (+ ``ulp_histogram`` with --ulp); rank → ``rank``;
     series and an UpdateTracker's tracker.json → whatever
-    :func:`subnetscope.report.series_plots.plot_series` writes.
+    :func:`subnetscope.render.series_plots.plot_series` writes.
     """
     from .fields import check_report
 
     check_report(obj)
     kind = obj.get("report")
-    if kind == "subnetscope.compare":
-        from .schema import check_schema
+    from .dispatch import PLOTTERS
 
-        check_schema(dict(obj), "subnetscope.compare")
-        paths = save_figure(heatmap(obj), out_dir, "heatmap")
-        paths += save_figure(tolerance_curve(obj), out_dir, "sparsity_vs_tolerance")
-        if has_ulp(obj):
-            paths += save_figure(ulp_histogram(obj), out_dir, "ulp_histogram")
-        return paths
-    if kind == "subnetscope.rank":
-        from .schema import check_schema
-
-        check_schema(dict(obj), "subnetscope.rank")
-        return save_figure(rank_bars(obj), out_dir, "rank")
-    if kind in ("subnetscope.series", "subnetscope.tracker"):  # tracker.json uses the series keys
+    target = PLOTTERS.get(str(kind)) if isinstance(kind, str) else None
+    if target is not None:
         import importlib
 
+        module, name = target
         try:
-            series_plots = importlib.import_module("subnetscope.report.series_plots")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name and e.name.endswith("series_plots"):
                 raise MissingDependencyError(
-                    "series plots are not available: subnetscope.report.series_plots is not installed",
+                    f"series plots are not available: {module} is not installed",
                     "upgrade subnetscope to a version with the series command",
                 ) from None
             raise
-        res = series_plots.plot_series(obj, out_dir)
+        res = getattr(mod, name)(obj, out_dir)
         return [Path(p) for p in res] if res is not None else []
     raise SubnetscopeError(
         f"cannot plot a report of kind {kind!r}",

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..display import printable
+from ..results.schema import Finding, Report
 from ..stats import Counts
-from .schema import Finding, Report
 
 
 def fmt_tol(t: float) -> str:
