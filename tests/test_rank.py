@@ -106,7 +106,9 @@ def known_pair(tmp_path_factory):
 
 
 def test_rank_report_on_known_ranks(known_pair, monkeypatch):
-    monkeypatch.setattr(rk, "_BLOCK_ELEMENTS", 100)  # several row blocks even for these small matrices
+    from subnetscope.anatomy import rank_math
+
+    monkeypatch.setattr(rank_math, "_BLOCK_ELEMENTS", 100)  # several row blocks even for these small matrices
     b, t = known_pair
     rep = rk.rank_report(b, t, device="cpu")
     by = {m.name: m for m in rep.tensors}

@@ -26,363 +26,65 @@ import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import __version__, validate
-from ..dtypes import DType, decode
 from ..errors import SubnetscopeError, UsageError
 from ..io.checkpoint import Checkpoint
-from ..io.reader import ChunkReader, FileHandles
-from ..io.safetensors_header import TensorInfo
-from ..naming import KINDS
+from ..io.reader import FileHandles
 from ..plan import Pair, make_plan
 from ..refs import load_checkpoint
-from ..report.schema import SCHEMA_VERSION, Finding, check_schema, load_json
+from ..report.schema import Finding
 
 if TYPE_CHECKING:
     from ..engine.executors.base import Executor
+from ..results.rank import (
+    DEFAULT_RTOL_MULTIPLIERS,
+    EPS32,
+    METHOD,
+    NONFINITE_DETAIL,
+    REPORT_KIND,
+    MatrixRank,
+    RankReport,
+)
+from .rank_math import (
+    _gram_torch,
+    delta_rank,
+    gram,
+    gram_eigenvalues,
+    pair_gram,
+    rank_from_gram,
+    read_delta,
+    read_matrix,
+    resolve_device,
+    to_float32,
+)
 
-REPORT_KIND = "subnetscope.rank"
-#: float32 machine epsilon (torch.finfo(torch.float32).eps)
-EPS32 = float(np.finfo(np.float32).eps)
-#: ranks are also reported at these multiples of the default tolerance
-DEFAULT_RTOL_MULTIPLIERS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
-#: the finding of a matrix whose update holds NaN or Inf
-NONFINITE_DETAIL = "the update holds NaN or Inf values: no rank is defined, the matrix was left out"
-METHOD = "gram-eigvalsh-float64"
-#: float64 elements per block when the Gram matrix is accumulated (64 MiB)
-_BLOCK_ELEMENTS = 8 << 20
-
-
-@dataclass
-class MatrixRank:
-    """Rank statistics of one 2-D update."""
-
-    name: str
-    rows: int
-    cols: int
-    rank: int  #: numerical rank at the default tolerance
-    sigma_max: float
-    tol: float  #: σ_max · max(rows, cols) · eps32
-    stable_rank: float  #: ‖Δ‖_F² / σ_max²
-    effective_rank: float  #: exp(entropy of σ / Σσ) over σ > tol (Roy & Vetterli)
-    ranks_at: list[int]  #: rank at each rtol multiplier of the report
-    sigma_min: float  #: smallest singular value (resolved to ~1e-8 · σ_max)
-    layer: int | None = None
-    kind: str = "other"
-    dtype: str = ""
-    spectrum: dict[str, Any] | None = None  #: :mod:`subnetscope.anatomy.spectrum` metrics, when asked
-
-    @property
-    def max_rank(self) -> int:
-        """min(rows, cols)."""
-        return min(self.rows, self.cols)
-
-    @property
-    def rank_pct(self) -> float:
-        """Rank as a percentage of min(rows, cols)."""
-        return 100.0 * self.rank / self.max_rank if self.max_rank else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form (``name``, ``rank`` and ``max_rank`` are stable keys)."""
-        d: dict[str, Any] = {
-            "name": self.name,
-            "shape": [self.rows, self.cols],
-            "dtype": self.dtype,
-            "layer": self.layer,
-            "kind": self.kind,
-            "rank": self.rank,
-            "max_rank": self.max_rank,
-            "rank_pct": self.rank_pct,
-            "stable_rank": self.stable_rank,
-            "effective_rank": self.effective_rank,
-            "sigma_max": self.sigma_max,
-            "sigma_min": self.sigma_min,
-            "tol": self.tol,
-            "ranks_at": list(self.ranks_at),
-        }
-        if self.spectrum is not None:
-            d["spectrum"] = self.spectrum
-        return d
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> MatrixRank:
-        """Inverse of :meth:`to_json`."""
-        rows, cols = obj["shape"]
-        return cls(
-            name=obj["name"], rows=int(rows), cols=int(cols), rank=int(obj["rank"]),
-            sigma_max=float(obj["sigma_max"]), tol=float(obj["tol"]), stable_rank=float(obj["stable_rank"]),
-            effective_rank=float(obj["effective_rank"]), ranks_at=[int(r) for r in obj["ranks_at"]],
-            sigma_min=float(obj.get("sigma_min", 0.0)), layer=obj.get("layer"), kind=obj.get("kind", "other"),
-            dtype=obj.get("dtype", ""), spectrum=obj.get("spectrum"),
-        )  # fmt: skip
-
-
-def _summary(items: Sequence[MatrixRank], nmult: int) -> dict[str, Any]:
-    if not items:
-        return {"matrices": 0}
-    pct = [m.rank_pct for m in items]
-    at = [
-        sum(100.0 * m.ranks_at[i] / m.max_rank if m.max_rank else 0.0 for m in items) / len(items)
-        for i in range(nmult)
-    ]
-    out: dict[str, Any] = {
-        "matrices": len(items),
-        "mean_rank_pct": sum(pct) / len(pct),
-        "min_rank_pct": min(pct),
-        "max_rank_pct": max(pct),
-        "full_rank": sum(1 for m in items if m.rank == m.max_rank),
-        "mean_stable_rank": sum(m.stable_rank for m in items) / len(items),
-        "mean_effective_rank": sum(m.effective_rank for m in items) / len(items),
-        "mean_effective_rank_pct": sum(100 * m.effective_rank / m.max_rank for m in items if m.max_rank)
-        / len(items),
-        "mean_rank_pct_at": at,
-    }
-    spec = [m.spectrum for m in items if m.spectrum and m.spectrum.get("enrichment") is not None]
-    if spec:
-        out["mean_enrichment"] = sum(float(s["enrichment"]) for s in spec) / len(spec)
-    return out
-
-
-@dataclass
-class RankReport:
-    """Result of :func:`rank_report`."""
-
-    base: dict[str, Any]
-    target: dict[str, Any]
-    tensors: list[MatrixRank]
-    rtol_multipliers: list[float] = field(default_factory=lambda: list(DEFAULT_RTOL_MULTIPLIERS))
-    device: str = "cpu"
-    method: str = METHOD
-    selection: dict[str, Any] = field(default_factory=dict)  #: sample / layers / seed / candidates
-    tool_version: str = __version__
-    spectrum_k: int | None = None
-    #: matrices that were not ranked (``nonfinite``: the update holds NaN or Inf)
-    findings: list[Finding] = field(default_factory=list)
-
-    def by_kind(self) -> dict[str, dict[str, Any]]:
-        """Means per matrix type (unweighted over matrices), in KINDS order."""
-        groups: dict[str, list[MatrixRank]] = {}
-        for m in self.tensors:
-            groups.setdefault(m.kind, []).append(m)
-        return {k: _summary(groups[k], len(self.rtol_multipliers)) for k in KINDS if k in groups}
-
-    def overall(self) -> dict[str, Any]:
-        """Means over every ranked matrix."""
-        return _summary(self.tensors, len(self.rtol_multipliers))
-
-    def to_json(self) -> dict[str, Any]:
-        """The versioned JSON document (``"report": "subnetscope.rank"``)."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "report": REPORT_KIND,
-            "tool": {"name": "subnetscope", "version": self.tool_version},
-            "method": self.method,
-            "device": self.device,
-            "tolerance": "sigma_max * max(rows, cols) * eps(float32), as torch.linalg.matrix_rank",
-            "eps": EPS32,
-            "rtol_multipliers": list(self.rtol_multipliers),
-            "spectrum_k": self.spectrum_k,
-            "base": self.base,
-            "target": self.target,
-            "selection": self.selection,
-            "overall": self.overall(),
-            "by_kind": self.by_kind(),
-            "findings": [f.to_json() for f in self.findings],
-            "tensors": [m.to_json() for m in self.tensors],
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> RankReport:
-        """Rebuild from :meth:`to_json` output (checks kind and schema version)."""
-        check_schema(obj, REPORT_KIND)
-        return cls(
-            base=obj.get("base", {}), target=obj.get("target", {}),
-            tensors=[MatrixRank.from_json(t) for t in obj["tensors"]],
-            rtol_multipliers=[float(x) for x in obj.get("rtol_multipliers", DEFAULT_RTOL_MULTIPLIERS)],
-            device=obj.get("device", "cpu"), method=obj.get("method", METHOD),
-            selection=obj.get("selection", {}), tool_version=obj.get("tool", {}).get("version", ""),
-            spectrum_k=obj.get("spectrum_k"), findings=[Finding(**f) for f in obj.get("findings", [])],
-        )  # fmt: skip
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RankReport:
-        """Read a rank report written with ``-o``."""
-        return cls.from_json(load_json(path))
-
-
-# -- the arithmetic ---------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | None) -> str:
-    """``"auto"``/None → ``"cuda"`` when torch sees a GPU, else ``"cpu"``; otherwise checked and returned."""
-    if device in (None, "auto"):
-        # skip the (slow) torch import on machines without an NVIDIA driver
-        if not os.path.exists("/proc/driver/nvidia/version"):
-            return "cpu"
-        try:
-            import torch
-        except ImportError:
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device.startswith("cuda"):
-        try:
-            import torch
-        except ImportError:
-            raise UsageError(
-                f"device {device!r} needs torch", "pip install torch, or use --device cpu"
-            ) from None
-        if not torch.cuda.is_available():
-            raise UsageError(f"device {device!r}: torch sees no CUDA GPU", "use --device cpu or auto")
-        return device
-    raise UsageError(f"unknown device {device!r}", "use auto, cpu or cuda[:N]")
-
-
-def gram(delta: np.ndarray) -> np.ndarray:
-    """float64 Gram matrix of the smaller side of a 2-D float array, accumulated in column/row blocks."""
-    m, n = delta.shape
-    if m >= n:
-        g = np.zeros((n, n), dtype=np.float64)
-        step = max(1, _BLOCK_ELEMENTS // max(n, 1))
-        for r in range(0, m, step):
-            blk = delta[r : r + step].astype(np.float64)
-            g += blk.T @ blk
-        return g
-    g = np.zeros((m, m), dtype=np.float64)
-    step = max(1, _BLOCK_ELEMENTS // max(m, 1))
-    for c in range(0, n, step):
-        blk = delta[:, c : c + step].astype(np.float64)
-        g += blk @ blk.T
-    return g
-
-
-def gram_eigenvalues(g: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Eigenvalues (ascending, float64, clamped at 0) of a symmetric Gram matrix."""
-    if device != "cpu":
-        import torch
-
-        lam_t = torch.linalg.eigvalsh(torch.from_numpy(g).to(device))
-        lam = lam_t.cpu().numpy()
-    else:
-        lam = np.linalg.eigvalsh(g)
-    out: np.ndarray = np.maximum(lam, 0.0)
-    return out
-
-
-def _gram_torch(delta: np.ndarray, device: str) -> np.ndarray:
-    import torch
-
-    d = torch.from_numpy(np.ascontiguousarray(delta)).to(device).double()
-    g = d.T @ d if d.shape[0] >= d.shape[1] else d @ d.T
-    out: np.ndarray = g.cpu().numpy()
-    return out
-
-
-def rank_from_gram(
-    g: np.ndarray, rows: int, cols: int, rtol_multipliers: Sequence[float] = DEFAULT_RTOL_MULTIPLIERS,
-    device: str = "cpu", name: str = "",
-) -> MatrixRank:  # fmt: skip
-    """Rank statistics from the float64 Gram matrix of the smaller side of a ``rows × cols`` delta."""
-    lam = gram_eigenvalues(g, device)
-    fro2 = float(np.trace(g))
-    return _from_eigenvalues(lam, fro2, rows, cols, rtol_multipliers, name)
-
-
-def _from_eigenvalues(
-    lam: np.ndarray, fro2: float, rows: int, cols: int, mults: Sequence[float], name: str
-) -> MatrixRank:
-    sig = np.sqrt(lam)
-    smax = float(sig[-1]) if sig.size else 0.0
-    tol = smax * max(rows, cols) * EPS32
-    if smax == 0.0:
-        return MatrixRank(name, rows, cols, 0, 0.0, 0.0, 0.0, 0.0, [0] * len(mults), 0.0)
-    rank = int(np.count_nonzero(sig > tol))
-    ranks_at = [int(np.count_nonzero(sig > m * tol)) for m in mults]
-    kept = sig[sig > tol]
-    p = kept / kept.sum()
-    erank = float(np.exp(-np.sum(p * np.log(p))))
-    return MatrixRank(name, rows, cols, rank, smax, tol, fro2 / (smax * smax), erank, ranks_at, float(sig[0]))
-
-
-def delta_rank(
-    delta: Any,
-    rtol_multipliers: Sequence[float] = DEFAULT_RTOL_MULTIPLIERS,
-    device: str = "cpu",
-    name: str = "",
-) -> MatrixRank:
-    """Rank statistics of one 2-D float32 delta (numpy array or torch tensor); ``rank`` equals
-    ``torch.linalg.matrix_rank(delta)`` (see the module docstring for the argument)."""
-    rtol_multipliers = validate.positive_reals(rtol_multipliers, "rtol_multipliers")
-    d = delta.detach().cpu().numpy() if hasattr(delta, "detach") else np.asarray(delta)
-    if d.ndim != 2:
-        raise UsageError(f"rank needs a 2-D matrix, got shape {list(d.shape)}", "pass a weight matrix")
-    d = d.astype(np.float32, copy=False)
-    g = _gram_torch(d, device) if device != "cpu" else gram(d)
-    return rank_from_gram(g, d.shape[0], d.shape[1], rtol_multipliers, device, name)
-
-
-# -- reading checkpoints ----------------------------------------------------------------------------------------
-
-
-def to_float32(bits: np.ndarray, dtype: DType) -> np.ndarray:
-    """Values of raw ``bits`` as float32 (exact for bf16/fp16/fp8/fp32)."""
-    if dtype.code == "BF16":
-        out: np.ndarray = (bits.astype(np.uint32) << 16).view(np.float32)
-        return out
-    if dtype.code == "F16":
-        return bits.view(np.float16).astype(np.float32)
-    if dtype.code == "F32":
-        return bits.view(np.float32).copy()
-    return decode(bits, dtype).astype(np.float32)
-
-
-def _values(r: ChunkReader, info: TensorInfo, start: int, count: int, wide: bool) -> np.ndarray:
-    bits = r.read(info, start, count)
-    return decode(bits, info.dtype) if wide else to_float32(bits, info.dtype)
-
-
-def read_delta(pair: Pair, handles: FileHandles, rows: slice | None = None) -> np.ndarray:
-    """The float32 delta ``target - base`` of a 2-D pair (its shared rows, or the row range ``rows``)."""
-    cols = pair.target.shape[1]
-    nrows = pair.compare_numel // cols if cols else 0
-    r0, r1, _ = (rows or slice(0, nrows)).indices(nrows)
-    count = (r1 - r0) * cols
-    wide = "F64" in (pair.base.dtype.code, pair.target.dtype.code)
-    ra, rb = ChunkReader(handles, count * 8), ChunkReader(handles, count * 8)
-    a = _values(ra, pair.base, r0 * cols, count, wide)
-    b = _values(rb, pair.target, r0 * cols, count, wide)
-    d = b - a
-    return d.astype(np.float32, copy=False).reshape(r1 - r0, cols)
-
-
-def read_matrix(info: TensorInfo, rows: int, handles: FileHandles) -> np.ndarray:
-    """The first ``rows`` rows of a 2-D tensor as float32."""
-    cols = info.shape[1]
-    r = ChunkReader(handles, rows * cols * info.dtype.itemsize)
-    return to_float32(r.read(info, 0, rows * cols), info.dtype).reshape(rows, cols)
-
-
-def pair_gram(pair: Pair, handles: FileHandles) -> tuple[np.ndarray, int, int]:
-    """(float64 Gram matrix of the smaller side, rows, cols) of a pair's float32 delta; tall matrices are
-    read in row blocks, so their delta is never held whole."""
-    cols = pair.target.shape[1]
-    rows = pair.compare_numel // cols
-    if rows < cols:
-        return gram(read_delta(pair, handles)), rows, cols
-    g = np.zeros((cols, cols), dtype=np.float64)
-    step = max(1, min(rows, _BLOCK_ELEMENTS // cols))
-    buf = np.empty((step, cols), dtype=np.float64)  # reused: a fresh 64 MiB block per step page-faults
-    for r in range(0, rows, step):
-        d = read_delta(pair, handles, slice(r, min(rows, r + step)))
-        blk = buf[: d.shape[0]]
-        np.copyto(blk, d)
-        g += blk.T @ blk
-    return g, rows, cols
+__all__ = [
+    "DEFAULT_RTOL_MULTIPLIERS",
+    "EPS32",
+    "METHOD",
+    "NONFINITE_DETAIL",
+    "REPORT_KIND",
+    "MatrixRank",
+    "RankReport",
+    "cpu_workers",
+    "delta_rank",
+    "gram",
+    "gram_eigenvalues",
+    "pair_gram",
+    "parse_layers",
+    "rank_from_gram",
+    "rank_report",
+    "rankable",
+    "read_delta",
+    "read_matrix",
+    "resolve_device",
+    "select_pairs",
+    "to_float32",
+]
 
 
 def rankable(pair: Pair) -> bool:

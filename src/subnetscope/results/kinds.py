@@ -47,7 +47,7 @@ REPORT_KINDS: dict[str, ReportKind] = {
             "subnetscope.compare", "subnetscope.results.schema", "Report", "subnetscope.compare", True
         ),
         ReportKind(
-            "subnetscope.rank", "subnetscope.anatomy.rank", "RankReport", "anatomy.rank.rank_report", True
+            "subnetscope.rank", "subnetscope.results.rank", "RankReport", "anatomy.rank.rank_report", True
         ),
         ReportKind("subnetscope.series", "subnetscope.results.series", "SeriesReport", "series.series"),
         ReportKind("subnetscope.tracker", "subnetscope.train.tracker", "UpdateTracker", "UpdateTracker.save"),
