@@ -21,10 +21,10 @@ SRC = Path(subnetscope.__file__).resolve().parent
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 #: presentation, where flags belong
 PRESENTATION = ("cli/", "study/", "render/", "demo.py")
-#: flags that are not ours (Ray's own command line), and the module being moved onto the engine elsewhere
-#: (issue 15: its --rank-* hints and parse_layers go to the CLI when that work merges)
+#: flags that are not ours (Ray's own command line)
 ALLOWED = {("engine/executors/ray.py", "--head")}
-PENDING = {"anatomy/rank.py", "anatomy/rank_math.py"}
+#: modules not yet converted (none left)
+PENDING: set[str] = set()
 
 
 def _raised_strings(tree: ast.AST) -> list[tuple[int, str]]:
@@ -79,7 +79,7 @@ def test_every_library_wording_in_the_table_is_used_and_no_flag_wording_is():
     for library, flag in FLAG_ADVICE:
         assert any(library in s for s in sources.values()), f"no library error says {library!r}"
         assert FLAG.search(flag), flag
-    assert len(FLAG_ADVICE) == 7
+    assert len(FLAG_ADVICE) == 12
 
 
 def test_cli_text_maps_library_words_and_leaves_the_rest():

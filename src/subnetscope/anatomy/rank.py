@@ -75,7 +75,6 @@ __all__ = [
     "gram",
     "gram_eigenvalues",
     "pair_gram",
-    "parse_layers",
     "rank_from_gram",
     "rank_report",
     "rankable",
@@ -114,42 +113,18 @@ def select_pairs(
         if missing:
             span = f"{present[0]}..{present[-1]}" if present else "none"
             raise UsageError(
-                f"--rank-layers: layer(s) {', '.join(map(str, missing))} not in the checkpoint (layers: {span})",
+                f"`layers`: layer(s) {', '.join(map(str, missing))} not in the checkpoint (layers: {span})",
                 "pick layers that exist",
             )
         want = set(layers)
         cand = [p for p in cand if p.layer in want]
     if sample is not None:
         if sample < 1:
-            raise UsageError(f"--rank-sample {sample}: must be at least 1", "give a positive number")
+            raise UsageError(f"`sample` {sample}: must be at least 1", "give a positive number")
         if sample < len(cand):
             keep = sorted(random.Random(seed).sample(range(len(cand)), sample))
             cand = [cand[i] for i in keep]
     return cand
-
-
-def parse_layers(text: str | None) -> list[int] | None:
-    """``"0,5,10"`` or ``"0-3,8"`` → ``[0, 5, 10]`` / ``[0, 1, 2, 3, 8]``."""
-    if text is None:
-        return None
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise UsageError(
-                f"--rank-layers: {part!r} is not a layer number or range", "use e.g. 0,5,10 or 0-3"
-            ) from None
-    if not out:
-        raise UsageError("--rank-layers: no layer given", "use e.g. 0,5,10")
-    return sorted(set(out))
 
 
 def _describe(ck: Checkpoint) -> dict[str, Any]:
@@ -395,7 +370,7 @@ def _rank_pair(
         except MemoryError:
             raise SubnetscopeError(
                 f"{pair.name}: out of memory ranking a {rows}x{cols} delta",
-                "use --rank-sample or --rank-layers",
+                "rank fewer matrices: give `sample` or `layers`",
             ) from None
     # a float32 delta squared and summed in float64 cannot overflow: a non-finite Gram matrix means a NaN or
     # Inf in the delta (one in either checkpoint, or a difference of finite values beyond float32's range)

@@ -40,10 +40,12 @@ def resolve_device(device: str | None) -> str:
             import torch
         except ImportError:
             raise UsageError(
-                f"device {device!r} needs torch", "pip install torch, or use --device cpu"
+                f"device {device!r} needs torch", "pip install torch, or use `device='cpu'`"
             ) from None
         if not torch.cuda.is_available():
-            raise UsageError(f"device {device!r}: torch sees no CUDA GPU", "use --device cpu or auto")
+            raise UsageError(
+                f"device {device!r}: torch sees no CUDA GPU", "use `device='cpu'` or `device='auto'`"
+            )
         return device
     raise UsageError(f"unknown device {device!r}", "use auto, cpu or cuda[:N]")
 

@@ -15,6 +15,11 @@ FLAG_ADVICE: tuple[tuple[str, str], ...] = (
     ("`overwrite=True`", "--overwrite"),
     ("`strict=True`", "--strict"),
     ("`ulp=True`", "--ulp"),
+    ("rank fewer matrices: give `sample` or `layers`", "use --rank-sample or --rank-layers"),
+    ("`layers`: ", "--rank-layers: "),
+    ("`sample` ", "--rank-sample "),
+    ("`device='cpu'` or `device='auto'`", "--device cpu or auto"),
+    ("`device='cpu'`", "--device cpu"),
     ("use e.g. `k=16`", "use e.g. --spectrum 16"),
     ("(or write the JSON to stdout)", "(--format json prints the report on stdout)"),
     (

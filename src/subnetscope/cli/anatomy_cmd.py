@@ -79,8 +79,9 @@ def rank(
     Rank as torch.linalg.matrix_rank on the float32 delta (default tolerance), from the eigenvalues of the
     float64 Gram matrix; plus stable rank, effective rank and the rank at other tolerances.
     """
-    from ..anatomy.rank import parse_layers, rank_report
+    from ..anatomy.rank import rank_report
     from ..render.table import render_rank
+    from .common import parse_layers
 
     layer_list = parse_layers(layers)
     check_report_output(output, {"BASE": base, "TARGET": target})

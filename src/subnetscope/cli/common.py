@@ -234,3 +234,29 @@ def log(msg: str) -> None:
     from ..display import printable
 
     click.echo(printable(msg), err=True)
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """``--rank-layers``: ``"0,5,10"`` or ``"0-3,8"`` → ``[0, 5, 10]`` / ``[0, 1, 2, 3, 8]``."""
+    from ..errors import UsageError
+
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise UsageError(
+                f"--rank-layers: {part!r} is not a layer number or range", "use e.g. 0,5,10 or 0-3"
+            ) from None
+    if not out:
+        raise UsageError("--rank-layers: no layer given", "use e.g. 0,5,10")
+    return sorted(set(out))

@@ -112,7 +112,7 @@ def compare(
     consumers: list[Any] = []
     rank_layer_list = None
     if rank:
-        from ..anatomy.rank import parse_layers
+        from .common import parse_layers
 
         rank_layer_list = parse_layers(rank_layers)  # bad input fails before the pass, not after
     sides: tuple[Any, Any] = (base, target)
