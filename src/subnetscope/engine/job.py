@@ -107,7 +107,12 @@ class Job:
     @property
     def chunk(self) -> int:
         """Elements per chunk, a multiple of 8 (so packed mask bits start on a byte)."""
-        return max(8, self.chunk_elements - self.chunk_elements % 8)
+        return _chunk_of(self.chunk_elements)
+
+    @property
+    def worker_chunk(self) -> int:
+        """Elements per chunk in worker processes and Ray tasks (``process_chunk_elements`` when set)."""
+        return _chunk_of(self.process_chunk_elements or self.chunk_elements)
 
     @property
     def nbytes(self) -> int:
@@ -120,6 +125,10 @@ class Job:
             return 1
         c = chunk or self.chunk
         return max(1, -(-row.numel // c))
+
+
+def _chunk_of(elements: int) -> int:
+    return max(8, elements - elements % 8)
 
 
 #: a work unit: (row position in ``Job.rows``, first element, element count)

@@ -25,7 +25,7 @@ from ...progress import progress_bar
 from ..job import Job, Reducer
 from ..worker import UnitRunner
 from .base import ExecutorError, check_jobs, default_jobs, start_method
-from .tasks import Task, TaskResult, make_tasks, raise_remote, run_task, worker_job
+from .tasks import Task, TaskResult, add_result, make_tasks, run_task, worker_job
 
 _WORKER: tuple[Job, int, UnitRunner] | None = None
 
@@ -93,7 +93,7 @@ class ProcessExecutor:
         """See :class:`~subnetscope.engine.executors.base.Executor`."""
         t0 = time.perf_counter()
         workers = self.jobs or default_jobs()
-        chunk = Job(job.rows, job.consumers, job.process_chunk_elements or job.chunk_elements).chunk
+        chunk = job.worker_chunk
         tasks = make_tasks(job, chunk, workers, self.task_elements)
         ctx = multiprocessing.get_context(self.start_method or start_method())
         spec = worker_job(job)
@@ -125,10 +125,7 @@ class ProcessExecutor:
                             except BrokenProcessPool:
                                 broken = True
                                 continue
-                            if res.error is not None:
-                                raise_remote(res.error)
-                            for i, chunks, nbytes, states in res.rows:
-                                red.add(i, chunks, nbytes, states)
+                            add_result(red, res)
                             rss = max(rss, res.maxrss_kib)
                             del pending[res.index]
                 except BaseException:

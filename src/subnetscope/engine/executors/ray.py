@@ -11,7 +11,6 @@ so the driver holds at most that many results.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import re
 import socket
@@ -23,7 +22,7 @@ from ...progress import progress_bar
 from ..job import Job, Reducer
 from .base import ExecutorError, default_jobs
 from .processes import check_picklable
-from .tasks import Task, TaskResult, make_tasks, raise_remote, run_task, worker_job
+from .tasks import Task, TaskResult, add_result, make_tasks, run_task, worker_job
 
 
 def import_ray() -> Any:
@@ -103,7 +102,7 @@ class RayExecutor:
     def _run(self, ray: Any, job: Job, spec: Job, t_init: float) -> list[list[Any]]:
         t0 = time.perf_counter()
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        chunk = Job(job.rows, job.consumers, job.process_chunk_elements or job.chunk_elements).chunk
+        chunk = job.worker_chunk
         tasks = make_tasks(job, chunk, cpus, self.task_elements)
         remote = ray.remote(_remote_task).options(
             num_cpus=1, max_retries=self.max_retries, retry_exceptions=False
@@ -135,11 +134,8 @@ class RayExecutor:
                                 "check the workers' logs (/tmp/ray/session_latest/logs); rerun with a resume "
                                 "directory to keep finished tensors",
                             ) from None
-                        if res.error is not None:
-                            raise_remote(res.error)
                         # Ray hands back read-only views of its object store: the reduce owns writable copies
-                        for i, chunks, nbytes, states in copy.deepcopy(res.rows):
-                            red.add(i, chunks, nbytes, states)
+                        add_result(red, res, copy_states=True)
                         workers.add(res.worker)
                         rss = max(rss, res.maxrss_kib)
             except BaseException:

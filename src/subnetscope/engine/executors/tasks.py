@@ -11,6 +11,7 @@ the same path fails clearly instead of reading garbage).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import resource
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 from ...errors import CheckpointFormatError, SubnetscopeError
 from ...io.reader import FileHandles
-from ..job import Job, Unit, units
+from ..job import Job, Reducer, Unit, units
 from ..worker import UnitRunner
 
 G = TypeVar("G")
@@ -169,6 +170,15 @@ def raise_remote(err: tuple[str, str, str, str | None]) -> None:
     except TypeError:
         exc = SubnetscopeError(message, hint)
     raise exc
+
+
+def add_result(red: Reducer, res: TaskResult, copy_states: bool = False) -> None:
+    """Merge a finished task's per-row states into the driver's reduce (its typed error raised instead);
+    ``copy_states`` for states that arrive read-only (Ray's object store)."""
+    if res.error is not None:
+        raise_remote(res.error)
+    for i, chunks, nbytes, states in copy.deepcopy(res.rows) if copy_states else res.rows:
+        red.add(i, chunks, nbytes, states)
 
 
 def worker_job(job: Job) -> Job:
